@@ -56,6 +56,12 @@ def cmd_models(args: argparse.Namespace) -> int:
     return run_models_command(summary=args.summary, input=args.input, names=args.names or None)
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from competition.train import main as train_main
+
+    return train_main(args.train_args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="competition", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -86,11 +92,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--summary", metavar="MODEL", default=None, help="e.g. custom/resnet50")
     p.add_argument("--input", default="3x224x224", help="input shape CxHxW for --summary")
     p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser(
+        "train", add_help=False,
+        help="train an experiment's folds in this process (same arguments as train.py; see `train --help`)",
+    )
+    p.set_defaults(func=cmd_train)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args, rest = build_parser().parse_known_args(argv)
+    if args.command == "train":  # train.py owns its arguments: --config, --fold, key=value overrides
+        args.train_args = rest
+    elif rest:
+        build_parser().parse_args(argv)  # reports the unrecognised arguments
     try:
         return args.func(args)
     except CompetitionError as e:
