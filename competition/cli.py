@@ -62,6 +62,35 @@ def cmd_train(args: argparse.Namespace) -> int:
     return train_main(args.train_args)
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    from competition.predict import main as predict_main
+
+    return predict_main(args.rest)
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from competition.competitions import get_competition
+    from competition.kaggle_upload import submit
+
+    name = args.competition or args.file.resolve().parent.name  # submissions/<competition>/<name>.csv
+    competition = get_competition(name)
+    data_dir = args.data or default_data_dir(competition.name)
+    submit(args.file, args.message, competition, data_dir, dry_run=args.dry_run)
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from competition.runs import run_runs_command
+
+    return run_runs_command(args.competition, args.runs, args.submissions)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from competition.report import run_report_command
+
+    return run_report_command(args.exp, args.competition, args.runs, wandb=not args.no_wandb)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="competition", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -98,6 +127,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="train an experiment's folds in this process (same arguments as train.py; see `train --help`)",
     )
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "predict", add_help=False,
+        help="ensemble fold checkpoints into a validated submission (see `predict --help`)",
+    )
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("submit", help="validate a submission CSV again and upload it to Kaggle")
+    p.add_argument("file", type=Path, help="submissions/<competition>/<name>.csv")
+    p.add_argument("-m", "--message", required=True, help="the submission's description on Kaggle")
+    p.add_argument("--competition", choices=COMPETITION_NAMES, default=None, help="default: the file's folder name")
+    p.add_argument("--data", type=Path, default=None, help="raw data directory holding sampleSubmission.csv")
+    p.add_argument("--dry-run", action="store_true", help="validate and show what would be sent, upload nothing")
+    p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("runs", help="leaderboard of trained experiments: CV, OOF, time, submissions")
+    p.add_argument("competition", nargs="?", choices=COMPETITION_NAMES, default=None)
+    p.add_argument("--runs", type=Path, default=Path("runs"))
+    p.add_argument("--submissions", type=Path, default=Path("submissions"))
+    p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("report", help="PNG figures of an experiment: learning curves, confusion, calibration")
+    p.add_argument("exp")
+    p.add_argument("--competition", choices=COMPETITION_NAMES, default=None)
+    p.add_argument("--runs", type=Path, default=Path("runs"))
+    p.add_argument("--no-wandb", action="store_true", help="do not log the figures to W&B")
+    p.set_defaults(func=cmd_report)
     return parser
 
 
@@ -105,6 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, rest = build_parser().parse_known_args(argv)
     if args.command == "train":  # train.py owns its arguments: --config, --fold, key=value overrides
         args.train_args = rest
+    elif args.command == "predict":
+        args.rest = rest
     elif rest:
         build_parser().parse_args(argv)  # reports the unrecognised arguments
     try:

@@ -12,6 +12,8 @@ HIGHER_IS_BETTER = {"accuracy", "f1_macro"}
 def classification_metrics(probs: np.ndarray, targets: np.ndarray) -> dict[str, float]:
     """accuracy, log loss and macro F1 of class probabilities (N, C) against integer targets (N,)."""
     labels = np.arange(probs.shape[1])
+    probs = probs.astype(np.float64)
+    probs = probs / probs.sum(1, keepdims=True)  # float32 sums drift from 1; sklearn warns and rescales anyway
     predictions = probs.argmax(1)
     return {
         "accuracy": float(accuracy_score(targets, predictions)),
