@@ -18,7 +18,11 @@ comma := ,
 FOLD_ARGS = $(if $(FOLDS),trainer.folds=[$(subst $(space),$(comma),$(strip $(FOLDS)))],)
 LAUNCH = $(VENV)/bin/accelerate launch --num_processes $(NPROC) --num_machines 1 --mixed_precision no --dynamo_backend no $(LAUNCH_ARGS)
 
-.PHONY: install demo test test-fast lint folds sample train clean
+EXPS ?= $(EXP)
+TTA ?= none
+WEIGHTS ?= equal
+
+.PHONY: install demo test lint folds sample train predict submit runs report clean
 
 install: $(VENV)/.installed
 
@@ -39,18 +43,33 @@ folds: install
 train: install
 	$(LAUNCH) train.py --config $(CONFIG) data.data_dir=$(DATA) $(FOLD_ARGS) $(ARGS)
 
+# Ensembles every fold of each experiment in EXPS into submissions/<competition>/<name>.csv (+ res.csv, sidecar).
+predict: install
+	$(LAUNCH) -m competition predict $(COMPETITION) --data $(DATA) --exps $(EXPS) --tta $(TTA) --weights $(WEIGHTS) $(if $(NAME),--name $(NAME),) $(PREDICT_ARGS)
+
+# Validates FILE again and uploads it with the official kaggle client (DRY_RUN=1 to only show what would be sent).
+submit: install
+	$(PY) -m competition submit $(FILE) -m "$(MSG)" --competition $(COMPETITION) --data $(DATA) $(if $(DRY_RUN),--dry-run,)
+
+runs: install
+	$(PY) -m competition runs $(if $(filter command line,$(origin COMPETITION)),$(COMPETITION),)
+
+report: install
+	$(PY) -m competition report $(EXP) --competition $(COMPETITION)
+
 test: install
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check competition tests train.py
 
-# The whole loop on a synthetic SAMPLE of dogs-vs-cats: data → folds → 5-fold training → CV score.
+# The whole loop on a synthetic SAMPLE of dogs-vs-cats: data → folds → 5-fold training → CV → submission.
 demo: install
 	$(PY) -m competition sample dogs-vs-cats --out inputs/sample/dogs-vs-cats --force
 	$(PY) -m competition folds dogs-vs-cats --data inputs/sample/dogs-vs-cats --out folds/sample-dogs-vs-cats.csv
 	rm -rf runs/dogs-vs-cats/sample
 	$(LAUNCH) train.py --config configs/dogs-vs-cats/sample.yaml
+	$(LAUNCH) -m competition predict dogs-vs-cats --data inputs/sample/dogs-vs-cats --exps sample --tta hflip
 
 clean:
 	rm -rf runs submissions/*/ folds/*.csv .cache
