@@ -23,7 +23,7 @@ from competition.folds import build_folds, write_folds
 from competition.predict import fit_weights
 from competition.train import main as train_main
 from tests.conftest import REPO
-from tests.wandb_records import read_records
+from tests.wandb_records import finished_records
 
 EXPS = ("small", "other")
 
@@ -155,7 +155,7 @@ def test_wandb_artifact_records_the_sidecar(trained: Path, monkeypatch: pytest.M
         monkeypatch.setattr(f"{module}.wandb_mode", lambda cfg: "offline")
     assert cli(args) == 0
     files = sorted((trained / "runs" / "dogs-vs-cats" / "small" / "predictions").glob("wandb/offline-run-*/run-*.wandb"))
-    records = read_records(files[-1])
+    records = finished_records(files[-1])
     run = next(r.run for r in records if r.WhichOneof("record_type") == "run")
     assert run.job_type == "predict" and run.run_group == "dogs-vs-cats/small"
     artifact = next(r.artifact for r in records if r.WhichOneof("record_type") == "artifact")

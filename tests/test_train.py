@@ -242,3 +242,27 @@ def test_grad_accumulation_and_mixup_run(workspace: Path, tmp_path: Path) -> Non
 def test_class_weights_with_mixup_is_refused(workspace: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert train_main(run_args(workspace, tmp_path, "trainer.mixup_alpha=0.2", "trainer.class_weights=balanced")) == 2
     assert "class_weights cannot be combined" in capsys.readouterr().err
+
+
+def test_out_of_memory_names_the_batch_size(
+    workspace: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import competition.train as train_module
+
+    real = train_module.create_model
+
+    def exploding(*args, **kwargs):
+        model = real(*args, **kwargs)
+
+        def forward(x):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+        model.forward = forward
+        return model
+
+    monkeypatch.setattr(train_module, "create_model", exploding)
+    assert train_main(run_args(workspace, tmp_path, "--fold", "0")) == 2
+    err = capsys.readouterr().err
+    assert "Out of memory" in err and "data.batch_size=6" in err and "grad_accum_steps" in err
+    fold = tmp_path / "dogs-vs-cats" / "exp" / "fold0"
+    assert not (fold / "best.safetensors").exists() and not (fold / "summary.json").exists()

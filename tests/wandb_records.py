@@ -6,9 +6,11 @@ wandb ≥ 0.19 dropped its Python reader of this format; the framing is small en
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
+from google.protobuf.message import DecodeError
 from wandb.proto import wandb_internal_pb2 as pb
 
 HEADER = 7  # b":W&B", 2-byte magic, 1-byte version
@@ -51,12 +53,26 @@ def _key(item: Any) -> str:
     return item.key or "/".join(item.nested_key)
 
 
+def finished_records(path: Path, timeout: float = 30.0) -> list[pb.Record]:
+    """The records once the run's `exit` record is on disk: wandb-core may still be flushing after finish()."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            records = read_records(path)
+            if any(r.WhichOneof("record_type") == "exit" for r in records):
+                return records
+        except (AssertionError, DecodeError):  # an empty file or a half-written record does not parse yet
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"{path}: no complete offline W&B run after {timeout}s")
+
+
 def summarize_run(run_dir: Path) -> dict[str, Any]:
     """The run's name/group/job type, config, history rows and final summary from its offline files."""
     files = sorted(Path(run_dir).glob("wandb/offline-run-*/run-*.wandb"))
     assert files, f"no offline W&B run under {run_dir}"
     out: dict[str, Any] = {"history": [], "summary": {}, "config": {}}
-    for record in read_records(files[-1]):
+    for record in finished_records(files[-1]):
         kind = record.WhichOneof("record_type")
         if kind == "run":
             out |= {"name": record.run.display_name, "group": record.run.run_group, "job_type": record.run.job_type}
