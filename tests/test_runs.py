@@ -23,7 +23,6 @@ from tests.wandb_records import summarize_run
 
 EXP = "tiny"
 FOLDS = 2
-WANDB_FLUSH_SECONDS = 30
 CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
