@@ -43,6 +43,7 @@ from competition.data import (
 )
 from competition.device import resolve_mixed_precision
 from competition.errors import CompetitionError
+from competition.folds import read_folds
 from competition.metrics import classification_metrics, is_better
 from competition.models import create_model
 from competition.optim import build_optimizer, build_scheduler
@@ -293,7 +294,7 @@ def train_fold(cfg: Config, fold: int | str) -> dict[str, Any] | None:
             model.train()
             train_loader.set_epoch(epoch)  # the shuffle order …
             train_set.set_epoch(epoch)  # … and the augmentations are functions of (seed, epoch)
-            started, seen, loss_sum = time.perf_counter(), 0, torch.zeros((), device=accelerator.device)
+            started, seen, batches, loss_sum = time.perf_counter(), 0, 0, torch.zeros((), device=accelerator.device)
             bar = tqdm(train_loader, desc=f"{fold_name(fold)} epoch {epoch + 1}/{t.epochs}", disable=not show_bar, leave=False)
             for i, (images, y, _) in enumerate(bar):
                 if t.limit_train_batches and i >= t.limit_train_batches:
@@ -314,7 +315,7 @@ def train_fold(cfg: Config, fold: int | str) -> dict[str, Any] | None:
                     if ema is not None:
                         ema.update(accelerator.unwrap_model(model), step=progress.step)
                 loss_sum += loss.detach()
-                seen += len(images)
+                seen, batches = seen + len(images), batches + 1
                 if progress.step % t.log_every == 0 and accelerator.sync_gradients:  # .item() syncs: only here
                     lr = scheduler.get_last_lr()[0]
                     accelerator.log({"train/loss": loss.item(), "train/lr": lr}, step=progress.step)
@@ -323,7 +324,7 @@ def train_fold(cfg: Config, fold: int | str) -> dict[str, Any] | None:
             seconds = time.perf_counter() - started
             record = {
                 "epoch": epoch + 1, "step": progress.step, "lr": scheduler.get_last_lr()[0],
-                "train_loss": accelerator.reduce(loss_sum, "mean").item() / max(1, i + 1),
+                "train_loss": accelerator.reduce(loss_sum, "mean").item() / max(1, batches),
                 "images_per_s": seen * n_proc / seconds, "epoch_seconds": seconds,
             }
             if len(val_idx) and ((epoch + 1) % t.eval_every == 0 or epoch + 1 == t.epochs):
@@ -447,15 +448,8 @@ def aggregate_cv(out: Path) -> dict[str, Any] | None:
 
 def train(cfg: Config) -> dict[str, Any] | None:
     """Train every requested fold of the experiment, then write its cross-validation summary."""
-    frame_folds = sorted(int(f) for f in pd.read_csv(cfg.data.folds_csv, usecols=["fold"])["fold"].unique()) if Path(
-        cfg.data.folds_csv
-    ).is_file() else []
-    if not frame_folds:
-        raise CompetitionError(
-            f"Fold file not found: {cfg.data.folds_csv}. Create it with "
-            f"`make folds COMPETITION={cfg.data.competition} DATA={cfg.data.data_dir}`."
-        )
-    for fold in folds_to_train(cfg, frame_folds):
+    available = sorted(int(f) for f in read_folds(Path(cfg.data.folds_csv))["fold"].unique())
+    for fold in folds_to_train(cfg, available):
         train_fold(cfg, fold)
     PartialState().destroy_process_group()
     if not PartialState().is_main_process:
