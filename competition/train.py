@@ -33,10 +33,13 @@ from competition.checkpoint import save_checkpoint
 from competition.competitions import get_competition
 from competition.config import Config, config_to_dict, format_config, load_config, save_config
 from competition.data import (
+    BatchAugment,
     ImageDataset,
+    InMemoryBatches,
     build_image_cache,
     build_transforms,
     cache_size,
+    images_to_tensor,
     load_fold_frame,
     make_loader,
     normalize_batch,
@@ -114,6 +117,17 @@ def build_mixup(cfg: Config, n_classes: int) -> Mixup | None:
         mixup_alpha=t.mixup_alpha, cutmix_alpha=t.cutmix_alpha, prob=t.mixup_prob,
         label_smoothing=t.label_smoothing, num_classes=n_classes,
     )
+
+
+def batch_augment(cfg: Config) -> BatchAugment:
+    """The in-memory path's augmentation: pad-and-crop and flip of whole batches."""
+    d = cfg.data
+    if d.resize == "random_resized_crop" or d.coarse_dropout > 0:
+        raise CompetitionError(
+            "data.in_memory=true augments whole batches with pad-and-crop and flips only; "
+            "use data.resize=pad_crop (or resize) and data.coarse_dropout=0, or data.in_memory=false."
+        )
+    return BatchAugment(d.pad if d.resize == "pad_crop" else 0, d.hflip, d.image_size)
 
 
 def save_state_atomically(accelerator: Accelerator, state_dir: Path) -> None:
@@ -242,10 +256,17 @@ def train_fold(cfg: Config, fold: int | str) -> dict[str, Any] | None:
     mixup = build_mixup(cfg, len(classes))
     batch = cfg.data.batch_size
     pin = accelerator.device.type == "cuda"
-    train_set = ImageDataset(images, targets, build_transforms(cfg.data, train=True), rows=train_idx, seed=t.seed)
     val_set = ImageDataset(images, targets, build_transforms(cfg.data, train=False), rows=val_idx)
-    train_loader = make_loader(train_set, batch, True, mixup is not None, cfg.data.num_workers, t.seed, pin)
     val_loader = make_loader(val_set, cfg.data.eval_batch_size or batch, False, False, cfg.data.num_workers, t.seed, pin)
+    if cfg.data.in_memory:  # small images: whole batches indexed from one tensor on the device, augmented there
+        train_set, augment = None, batch_augment(cfg)
+        train_loader = InMemoryBatches(
+            images_to_tensor(images[train_idx], accelerator.device), targets[train_idx], batch, True,
+            mixup is not None, t.seed, accelerator.process_index, accelerator.num_processes,
+        )
+    else:
+        train_set, augment = ImageDataset(images, targets, build_transforms(cfg.data, train=True), rows=train_idx, seed=t.seed), None
+        train_loader = make_loader(train_set, batch, True, mixup is not None, cfg.data.num_workers, t.seed, pin)
 
     model_kwargs = dict(cfg.model.kwargs) | ({"drop_rate": cfg.model.drop_rate} if cfg.model.drop_rate else {})
     model = create_model(
@@ -253,7 +274,9 @@ def train_fold(cfg: Config, fold: int | str) -> dict[str, Any] | None:
         channels_last=cfg.model.channels_last, compile=cfg.model.compile, **model_kwargs,
     )
     optimizer = build_optimizer(model, cfg.optimizer)
-    model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)
+    model, optimizer, val_loader = accelerator.prepare(model, optimizer, val_loader)
+    if train_set is not None:
+        train_loader = accelerator.prepare(train_loader)
     steps_per_epoch = math.ceil(len(train_loader) / t.grad_accum_steps)
     if t.limit_train_batches:
         steps_per_epoch = math.ceil(min(len(train_loader), t.limit_train_batches) / t.grad_accum_steps)
@@ -293,12 +316,16 @@ def train_fold(cfg: Config, fold: int | str) -> dict[str, Any] | None:
         for epoch in range(progress.epoch, t.epochs):
             model.train()
             train_loader.set_epoch(epoch)  # the shuffle order …
-            train_set.set_epoch(epoch)  # … and the augmentations are functions of (seed, epoch)
+            if train_set is not None:
+                train_set.set_epoch(epoch)  # … and the augmentations are functions of (seed, epoch)
+            generator = torch.Generator(accelerator.device).manual_seed(t.seed * 100_003 + epoch)
             started, seen, batches, loss_sum = time.perf_counter(), 0, 0, torch.zeros((), device=accelerator.device)
             bar = tqdm(train_loader, desc=f"{fold_name(fold)} epoch {epoch + 1}/{t.epochs}", disable=not show_bar, leave=False)
             for i, (images, y, _) in enumerate(bar):
                 if t.limit_train_batches and i >= t.limit_train_batches:
                     break
+                if augment is not None:
+                    images = augment(images, generator)
                 x = normalize_batch(images, cfg.data.mean, cfg.data.std, cfg.model.channels_last)
                 if mixup is not None:
                     x, y = mixup(x, y)

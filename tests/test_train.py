@@ -266,3 +266,17 @@ def test_out_of_memory_names_the_batch_size(
     assert "Out of memory" in err and "data.batch_size=6" in err and "grad_accum_steps" in err
     fold = tmp_path / "dogs-vs-cats" / "exp" / "fold0"
     assert not (fold / "best.safetensors").exists() and not (fold / "summary.json").exists()
+
+
+def test_in_memory_training_is_reproducible(workspace: Path, tmp_path: Path) -> None:
+    extra = ["--fold", "1", "data.in_memory=true", "trainer.epochs=2"]
+    assert train_main(run_args(workspace, tmp_path / "a", *extra)) == 0
+    assert train_main(run_args(workspace, tmp_path / "b", *extra)) == 0
+    a, b = (metrics(p / "dogs-vs-cats" / "exp" / "fold1") for p in (tmp_path / "a", tmp_path / "b"))
+    assert [r["train_loss"] for r in a] == [r["train_loss"] for r in b]  # seeded batch augmentation
+    assert a[0]["step"] == 6  # 32 images in batches of 6
+
+
+def test_in_memory_refuses_per_image_augmentations(workspace: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert train_main(run_args(workspace, tmp_path, "data.in_memory=true", "data.resize=random_resized_crop")) == 2
+    assert "in_memory=true augments whole batches" in capsys.readouterr().err
