@@ -7,6 +7,7 @@ A competition module subclasses `Competition` and overrides the few methods whos
 from __future__ import annotations
 
 import re
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,7 +45,7 @@ def parse_id(value: str) -> int | str:
 
 
 @dataclass(frozen=True)
-class Competition:
+class Competition(ABC):
     """A Kaggle image-classification competition in its raw download layout."""
 
     name: str
@@ -66,13 +67,13 @@ class Competition:
         require_dir(data_dir / self.train_dir, f"Training folder of {self.name}", hint)
         return data_dir
 
+    @abstractmethod
     def classes(self, data_dir: Path) -> list[str]:
         """Class names in the order of the model's outputs."""
-        raise NotImplementedError(f"{type(self).__name__} must define classes()")
 
+    @abstractmethod
     def read_train(self, data_dir: Path) -> pd.DataFrame:
         """Training images as a frame with columns id, path (relative to data_dir), label (class name)."""
-        raise NotImplementedError(f"{type(self).__name__} must define read_train()")
 
     def read_test(self, data_dir: Path) -> pd.DataFrame:
         """Test images as a frame with columns id, path, in numeric id order."""
@@ -108,9 +109,9 @@ class Competition:
         return [classes[i] for i in probs.argmax(1)]
 
     # ---- sample ---------------------------------------------------------------------------------
+    @abstractmethod
     def write_sample(self, out: Path, n_train: int, n_test: int, seed: int) -> None:
         """Write a small learnable synthetic data set in this competition's exact raw layout."""
-        raise NotImplementedError(f"{type(self).__name__} must define write_sample()")
 
 
 def check_labels(df: pd.DataFrame, classes: list[str], source: Path) -> None:
