@@ -22,7 +22,7 @@ EXPS ?= $(EXP)
 TTA ?= none
 WEIGHTS ?= equal
 
-.PHONY: install demo test lint folds sample train predict submit runs report clean
+.PHONY: install demo test lint folds sample train predict submit runs report clean bench
 
 install: $(VENV)/.installed
 
@@ -59,6 +59,10 @@ report: install
 
 test: install
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# Throughput benchmark on the real data in ../shared/data (BENCH_ARGS="--quick", "--only loader,train", "--data-root DIR").
+bench: install
+	$(PY) bench/bench.py $(BENCH_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check competition tests train.py

@@ -93,6 +93,8 @@ def train_frame(cfg: Config, data_dir: Path, limit: int | None):
 
 def job_loader(spec: dict) -> dict:
     """One side of the loader-only comparison: `epochs` passes over the same images, batch by batch."""
+    from seed_style import seed_style_loader
+
     from competition.data import (
         ImageDataset,
         build_image_cache,
@@ -101,7 +103,6 @@ def job_loader(spec: dict) -> dict:
         make_loader,
         normalize_batch,
     )
-    from seed_style import seed_style_loader
 
     cfg = load_cfg(spec)
     device = device_of(spec)
@@ -121,6 +122,22 @@ def job_loader(spec: dict) -> dict:
             dataset.set_epoch(epoch)
             for x, _, _ in loader:
                 yield normalize_batch(x.to(device, non_blocking=pin), d.mean, d.std, cfg.model.channels_last)
+    elif spec["side"] == "in-memory":  # data.in_memory=true: whole batches of one uint8 tensor, BatchAugment
+        from competition.data import BatchAugment, InMemoryBatches, images_to_tensor
+
+        began = time.perf_counter()
+        images = build_image_cache(data_dir, paths, cache_size(d), Path(d.cache_dir))
+        result["cache_seconds"] = time.perf_counter() - began
+        result["workers"] = 0
+        tensor = images_to_tensor(images, device)
+        augment = BatchAugment(d.pad if d.resize == "pad_crop" else 0, d.hflip, d.image_size)
+        loader = InMemoryBatches(tensor, targets, d.batch_size, True, False, cfg.trainer.seed)
+
+        def batches(epoch: int):
+            loader.set_epoch(epoch)
+            generator = torch.Generator(device).manual_seed(cfg.trainer.seed * 100_003 + epoch)
+            for x, _, _ in loader:
+                yield normalize_batch(augment(x, generator), d.mean, d.std, cfg.model.channels_last)
     else:
         files = [data_dir / p for p in paths]
         loader = seed_style_loader(files, targets, d.image_size, d.mean, d.std, d.batch_size, d.num_workers, pin)
@@ -181,9 +198,12 @@ def job_model_train(spec: dict) -> dict:
             optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
+    warmup = []  # the first step carries the process's one-off costs (kernel selection, first allocations)
     for _ in range(spec["warmup_steps"]):
+        began = time.perf_counter()
         step()
-    sync(device)
+        sync(device)
+        warmup.append(time.perf_counter() - began)
     windows = []
     for _ in range(spec["repeats"]):
         if world > 1:
@@ -202,7 +222,7 @@ def job_model_train(spec: dict) -> dict:
         dist.all_gather_object(everyone, info)
         info = {"per_rank": everyone}
         dist.destroy_process_group()
-    return {"processes": world, "batch_size": b, "image_size": s, "precision": precision, "windows": windows} | info
+    return {"processes": world, "batch_size": b, "image_size": s, "precision": precision, "warmup_seconds": warmup, "windows": windows} | info
 
 
 def job_model_eval(spec: dict) -> dict:
@@ -229,8 +249,9 @@ def job_model_eval(spec: dict) -> dict:
 
 def job_seed_train(spec: dict) -> dict:
     """The seed-style plain loop: PIL + torchvision loader, model, SGD, CrossEntropy, loss.item() per batch."""
-    from competition.data import load_fold_frame
     from seed_style import seed_style_loader
+
+    from competition.data import load_fold_frame
 
     cfg = load_cfg(spec)
     device = device_of(spec)
@@ -252,8 +273,9 @@ def job_seed_train(spec: dict) -> dict:
     for epoch in range(spec["warmup"] + spec["repeats"]):
         model.train()
         began, seen, running = time.perf_counter(), 0, 0.0  # the same window as train.py's images_per_s
+        cut = spec.get("warmup_limit") or limit if epoch < spec["warmup"] else limit  # a short warm-up epoch
         for i, (x, y) in enumerate(loader):
-            if limit and i >= limit:
+            if cut and i >= cut:
                 break
             x, y = x.to(device), y.to(device)
             with autocast(device, precision):
