@@ -22,7 +22,7 @@ EXPS ?= $(EXP)
 TTA ?= none
 WEIGHTS ?= equal
 
-.PHONY: install demo test lint folds sample train predict submit runs report clean bench
+.PHONY: install demo test lint folds sample train predict submit runs report clean bench leaderboard-cifar-10 leaderboard-dogs-vs-cats
 
 install: $(VENV)/.installed
 
@@ -74,6 +74,20 @@ demo: install
 	rm -rf runs/dogs-vs-cats/sample
 	$(LAUNCH) train.py --config configs/dogs-vs-cats/sample.yaml
 	$(LAUNCH) -m competition predict dogs-vs-cats --data inputs/sample/dogs-vs-cats --exps sample --tta hflip
+
+# Leaderboard recipes (configs/<competition>/leaderboard.yaml): raw data → folds → train → validated submission,
+# each in under an hour on 2 CPU cores. DATA defaults to ../shared/data/<competition>; ARGS adds overrides.
+# A killed run continues where it stopped when the target is run again (trainer.resume=true).
+LB_DATA = $(if $(filter command line environment,$(origin DATA)),$(DATA),../shared/data/$(1))
+LB_FOLDS_cifar-10 := 0
+LB_FOLDS_dogs-vs-cats :=
+
+leaderboard-cifar-10 leaderboard-dogs-vs-cats: leaderboard-%: install
+	@echo "== $* leaderboard recipe: data $(call LB_DATA,$*), started $$(date '+%F %T')"
+	$(MAKE) --no-print-directory folds COMPETITION=$* DATA=$(call LB_DATA,$*)
+	$(MAKE) --no-print-directory train COMPETITION=$* DATA=$(call LB_DATA,$*) EXP=leaderboard FOLDS="$(LB_FOLDS_$*)" ARGS="trainer.resume=true $(ARGS)"
+	$(MAKE) --no-print-directory predict COMPETITION=$* DATA=$(call LB_DATA,$*) EXPS=leaderboard TTA=hflip
+	@echo "== $* leaderboard recipe finished $$(date '+%F %T'): submissions/$*/leaderboard-tta.csv"
 
 clean:
 	rm -rf runs submissions/*/ folds/*.csv .cache

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from competition.errors import CompetitionError
-from competition.models import resnet
+from competition.models import resnet, resnet9
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ TIMM_PREFIX = "timm/"
 # name -> (builder, default num_classes for the table / summary, input size it is designed for)
 _IMAGENET_INPUT = "224x224 (ImageNet stem)"
 _CIFAR_INPUT = "32x32 (CIFAR)"
-_CUSTOM: dict[str, tuple[Callable[..., resnet.ResNet], int, str]] = {
+_CUSTOM: dict[str, tuple[Callable[..., nn.Module], int, str]] = {
     "resnet18": (resnet.resnet18, 1000, _IMAGENET_INPUT),
     "resnet34": (resnet.resnet34, 1000, _IMAGENET_INPUT),
     "resnet50": (resnet.resnet50, 1000, _IMAGENET_INPUT),
@@ -43,6 +43,7 @@ _CUSTOM: dict[str, tuple[Callable[..., resnet.ResNet], int, str]] = {
     "resnet44": (resnet.resnet44, 10, _CIFAR_INPUT),
     "resnet56": (resnet.resnet56, 10, _CIFAR_INPUT),
     "resnet110": (resnet.resnet110, 10, _CIFAR_INPUT),
+    "resnet9": (resnet9.resnet9, 10, _CIFAR_INPUT + "; stem_stride=2 for 64-128 px"),
 }
 _CIFAR_ARCHS = {"resnet20", "resnet32", "resnet44", "resnet56", "resnet110"}
 
@@ -136,7 +137,8 @@ def _resolve(name: str) -> _Spec:
 
 
 def _custom_options(arch: str) -> set[str]:
-    options = set(inspect.signature(resnet.ResNet).parameters) - {
+    model_class = resnet9.ResNet9 if arch == "resnet9" else resnet.ResNet
+    options = set(inspect.signature(model_class).parameters) - {
         "block",
         "layers",
         "num_classes",
