@@ -16,7 +16,12 @@ empty :=
 space := $(empty) $(empty)
 comma := ,
 FOLD_ARGS = $(if $(FOLDS),trainer.folds=[$(subst $(space),$(comma),$(strip $(FOLDS)))],)
-LAUNCH = $(VENV)/bin/accelerate launch --num_processes $(NPROC) --num_machines 1 --mixed_precision no --dynamo_backend no $(LAUNCH_ARGS)
+# Without --cpu, accelerate launch sets OMP_NUM_THREADS=1 in every process: right beside GPUs, but on a machine
+# without one it leaves all cores but one idle. There each process gets its share of the cores instead.
+GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo yes)
+THREADS ?= $(if $(GPU),,$(shell n=$$(( $$(nproc) / $(NPROC) )); echo $$(( n > 0 ? n : 1 ))))
+LAUNCH = $(VENV)/bin/accelerate launch --num_processes $(NPROC) --num_machines 1 --mixed_precision no --dynamo_backend no \
+	$(if $(THREADS),--num_cpu_threads_per_process $(THREADS),) $(LAUNCH_ARGS)
 
 EXPS ?= $(EXP)
 TTA ?= none

@@ -42,6 +42,8 @@ TRAIN_ENTRY = Path(__file__).resolve().parent / "train_entry.py"
 DOGS_CONFIG = "configs/dogs-vs-cats/resnet18.yaml"
 CIFAR_CONFIG = "configs/cifar-10/resnet20.yaml"
 FOLD = 0
+# DataLoader workers tried on each side of the loader row (CPU); the faster setting is the one compared.
+LOADER_WORKERS = (0, 2)
 ROWS = ("loader", "train", "seed", "predict", "flops", "first", "precision")
 CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8")
 JOB_TIMEOUT = 900  # seconds; a hung measurement must not hang `make bench`
@@ -78,12 +80,14 @@ class Budget:
     matmul_repeats: int
 
 
-# On 2 CPU cores a ResNet-18 step at batch 64, 128px takes ~2 s (one whole epoch of fold 0 ~40 s), so epochs
-# are cut to a few batches; the rates are per image, and short windows only add noise, which more of them cancel.
+# On 2 CPU cores a ResNet-18 step at batch 64, 128px takes ~2 s (one whole epoch of fold 0 ~40 s). The 1-process
+# run trains whole epochs, so that the first epoch (cold cache included) is compared with a whole later one; the
+# 2-process run and the model alone use short windows: rates are per image, and more windows cancel the noise.
+# The whole run takes ~9 minutes here (the machine's own speed drifts by 10-20% over minutes).
 FULL = Budget(
-    dogs_train=None, dogs_test=None, cifar_images=10_000, loader_warmup=1, loader_repeats=5,
-    train_epochs=4, train_limit=8, train2_epochs=5, train2_limit=3,
-    model_warmup=1, model_steps=4, model2_steps=2, model_repeats=4, threads_steps=2,
+    dogs_train=None, dogs_test=None, cifar_images=10_000, loader_warmup=1, loader_repeats=3,
+    train_epochs=3, train_limit=None, train2_epochs=4, train2_limit=3,
+    model_warmup=1, model_steps=3, model2_steps=1, model_repeats=4, threads_steps=1,
     seed_warmup=1, seed_warmup_limit=2, seed_repeats=3, predict_warmup=1, predict_repeats=4,
     matmul_n=2048, matmul_repeats=10,
 )
@@ -175,6 +179,7 @@ class Bench:
         self.bin = Path(sys.executable).parent
         self.job_count = 0
         self.rows: list[str] = []
+        self.bracketed: set[int] = set()  # process counts whose reference halves ran before and after train.py
         # Tracking on (W&B offline) as in a real run; off only where wandb is not installed (said in the table).
         self.wandb = importlib.util.find_spec("wandb") is not None
 
@@ -295,21 +300,37 @@ class Bench:
 
     # ------------------------------------------------------------------ measurements
 
-    def loader(self, competition: str, side: str) -> dict:
+    def loader(self, competition: str, side: str, workers: int | None = None) -> dict:
         b = self.budget
         if competition == "dogs-vs-cats":
             config, overrides, limit = DOGS_CONFIG, [f"data.data_dir={self.dogs_dir()}"], None
         else:
             config, overrides, limit = CIFAR_CONFIG, [f"data.data_dir={self.cifar_dir()}"], b.cifar_images
+        overrides += [f"data.cache_dir={self.work / 'cache-loader'}"]
+        if workers is not None:
+            overrides.append(f"data.num_workers={workers}")
         spec = {
-            "config": config, "overrides": [*overrides, f"data.cache_dir={self.work / 'cache-loader'}"],
-            "side": side, "limit": limit, "warmup": b.loader_warmup, "repeats": b.loader_repeats,
+            "config": config, "overrides": overrides, "side": side, "limit": limit, "warmup": b.loader_warmup,
+            "repeats": b.loader_repeats,
         }
-        return self.once(f"loader-{competition}-{side}", lambda: self.job("loader", spec))
+        return self.once(f"loader-{competition}-{side}-{workers}", lambda: self.job("loader", spec))
 
-    def e2e(self, procs: int) -> dict:
-        """train.py on fold 0 of dogs-vs-cats with its real config, tracking on (W&B offline)."""
-        return self.once(f"e2e-{procs}", lambda: self._e2e(procs))
+    def e2e(self, procs: int, bracket: bool = False) -> dict:
+        """train.py on fold 0 of dogs-vs-cats with its real config, tracking on (W&B offline).
+
+        With `bracket`, the model-alone reference (see `reference`) runs in two halves, just before and just
+        after it: this machine's speed drifts by 10-20% over minutes, and bracketing makes both sides see it.
+        """
+        key = f"e2e-{procs}"
+        if key not in self.memo and bracket:
+            self.model_train(procs, part=0)
+            self.bracketed.add(procs)
+        return self.once(key, lambda: self._e2e(procs))
+
+    def reference(self, procs: int) -> dict:
+        """The model alone for `procs` processes: both halves' windows pooled."""
+        halves = [self.model_train(procs, part=part) for part in (0, 1)]
+        return halves[0] | {"windows": halves[0]["windows"] + halves[1]["windows"], "bracketed": procs in self.bracketed}
 
     def _e2e(self, procs: int) -> dict:
         b = self.budget
@@ -338,14 +359,16 @@ class Bench:
             "events": events, "wall_seconds": wall, "exp": exp,
         }
 
-    def model_train(self, procs: int, threads: int | None = None, **variant) -> dict:
+    def model_train(self, procs: int, threads: int | None = None, part: int | None = None, **variant) -> dict:
+        """The model alone; `part` 0 or 1: one half of the reference's windows (see `e2e`)."""
         b = self.budget
         steps = b.threads_steps if threads is not None else b.model_steps if procs == 1 else b.model2_steps
+        repeats = 3 if threads is not None else b.model_repeats if part is None else -(-b.model_repeats // 2)
         spec = {
             "config": DOGS_CONFIG, "overrides": [f"data.data_dir={self.dogs_dir()}"], "warmup_steps": b.model_warmup,
-            "steps": steps, "repeats": 3 if threads is not None else b.model_repeats, **variant,
+            "steps": steps, "repeats": repeats, **variant,
         }
-        key = f"model-train-{procs}-{threads}-{json.dumps(variant, sort_keys=True)}"
+        key = f"model-train-{procs}-{threads}-{part}-{json.dumps(variant, sort_keys=True)}"
         if threads is None:
             return self.once(key, lambda: self.job("model-train", spec, procs))
         saved = os.environ.get("OMP_NUM_THREADS")
@@ -371,9 +394,12 @@ class Bench:
         return self.once("predict", self._predict)
 
     def _predict(self) -> dict:
+        from competition.competitions import get_competition
         from competition.predict import DEFAULT_BATCH
 
         self.e2e(1)  # its fold-0 checkpoint is the model predicted with
+        images = len(get_competition("dogs-vs-cats").read_test(self.dogs_dir()))
+        self.model_eval(images, DEFAULT_BATCH, part=0)  # the reference's halves bracket the prediction runs
         b = self.budget
         spec = {
             "competition": "dogs-vs-cats", "exps": ["bench-1p"], "data_dir": str(self.dogs_dir()),
@@ -381,16 +407,19 @@ class Bench:
             "cache_dir": str(self.work / "cache-predict"), "batch_size": DEFAULT_BATCH,
             "warmup": b.predict_warmup, "repeats": b.predict_repeats,
         }
-        return self.job("predict", spec)
+        result = self.job("predict", spec)
+        self.model_eval(images, DEFAULT_BATCH, part=1)
+        return result
 
-    def model_eval(self, images: int, batch_size: int) -> dict:
+    def model_eval(self, images: int, batch_size: int, part: int) -> dict:
+        """The model alone in eval mode over the same batches as the prediction; `part`: which half."""
         b = self.budget
         batches = [batch_size] * (images // batch_size) + ([images % batch_size] if images % batch_size else [])
         spec = {
             "config": DOGS_CONFIG, "overrides": [f"data.data_dir={self.dogs_dir()}"], "batches": batches,
-            "warmup": b.predict_warmup, "repeats": b.predict_repeats,
+            "warmup": b.predict_warmup, "repeats": -(-b.predict_repeats // 2),
         }
-        return self.once(f"model-eval-{images}", lambda: self.job("model-eval", spec))
+        return self.once(f"model-eval-{images}-{part}", lambda: self.job("model-eval", spec))
 
     def machine_rates(self) -> dict:
         b = self.budget
@@ -423,29 +452,46 @@ def later(items: list[dict], key: str = "images_per_s", flag: str = "warmup") ->
     return [x[key] for x in items if not x.get(flag)]
 
 
+def fastest(runs: dict[int, dict]) -> int:
+    """The worker count whose loader run had the highest median rate."""
+    return max(runs, key=lambda w: median(later(runs[w]["epochs"])))
+
+
+def loader_config(bench: Bench, competition: str):
+    from competition.config import load_config
+
+    return load_config(ROOT / (DOGS_CONFIG if competition == "dogs-vs-cats" else CIFAR_CONFIG)).data
+
+
 def row_loader(bench: Bench) -> list[dict]:
+    """Each side at its best measured worker count (0 or 2 on CPU): the tuning a user would pick by measuring.
+
+    The project's side is the pipeline the competition's config runs: the memory-mapped cache through a
+    DataLoader, or (data.in_memory, CIFAR-10's configs) one uint8 tensor cut into batches and augmented whole.
+    """
     out = []
+    choices = LOADER_WORKERS if bench.device == "cpu" else (LOADER_WORKERS[-1],)
     for row, competition, size, target, label in (
         ("1a", "dogs-vs-cats", 128, 10.0, "1,602 full-size JPEGs"),
         ("1b", "cifar-10", 32, 3.0, f"first {bench.budget.cifar_images:,} train images by id"),
     ):
-        cached, seed = bench.loader(competition, "cached"), bench.loader(competition, "seed")
+        side = "in-memory" if loader_config(bench, competition).in_memory else "cached"
+        ours = {w: bench.loader(competition, side, workers=w) for w in ((0,) if side == "in-memory" else choices)}
+        seeds = {w: bench.loader(competition, "seed", workers=w) for w in choices}
         if competition == "dogs-vs-cats" and bench.budget.dogs_train is not None:
-            label = f"{cached['images']:,}-image subset (--quick)"
-        a, r = later(cached["epochs"]), later(seed["epochs"])
+            label = f"{next(iter(ours.values()))['images']:,}-image subset (--quick)"
+        w_ours, w_seed = fastest(ours), fastest(seeds)
+        a, r = later(ours[w_ours]["epochs"]), later(seeds[w_seed]["epochs"])
+        measured = "; ".join(
+            f"{name} " + ", ".join(f"{w} workers {median(later(runs[w]['epochs'])):,.0f}" for w in runs)
+            for name, runs in ((side, ours), ("seed-style", seeds))
+        )
+        what = "in-memory uint8 tensor + BatchAugment" if side == "in-memory" else "cached"
         out.append(figure(
-            row, f"loader, {competition} {size}px, {label}: cached", median(a), "img/s", median(r),
-            "seed-style PIL+torchvision", target, samples=a, reference_samples=r,
-            note=f"batch {cached['batch_size']}, {cached['workers']} workers both sides; cache built before timing "
-                 f"({cached['cache_seconds']:.1f}s); seed side forks its workers every epoch (DataLoader defaults)",
-        ))
-    if bench.config_resize(CIFAR_CONFIG) == "pad_crop":
-        fast, seed = bench.loader("cifar-10", "in-memory"), bench.loader("cifar-10", "seed")
-        a, r = later(fast["epochs"]), later(seed["epochs"])
-        out.append(figure(
-            "1b+", "  same, data.in_memory=true: one uint8 tensor + BatchAugment, 0 workers", median(a), "img/s",
-            median(r), "seed-style PIL+torchvision", samples=a, reference_samples=r,
-            note="informational: train.py's in-memory path (whole-batch pad-crop + flip), the fix for per-sample cost",
+            row, f"loader, {competition} {size}px, {label}: {what}, {w_ours} workers", median(a), "img/s", median(r),
+            f"seed-style PIL+torchvision, {w_seed} workers", target, samples=a, reference_samples=r,
+            note=f"batch {ours[w_ours]['batch_size']}; each side at its best worker count, measured (img/s): {measured}; "
+                 f"cache built before timing ({ours[w_ours]['cache_seconds']:.1f}s)",
         ))
     return out
 
@@ -456,11 +502,12 @@ def e2e_rates(run: dict) -> list[float]:
 
 def row_train(bench: Bench) -> list[dict]:
     out = []
-    e1, m1 = bench.e2e(1), bench.model_train(1)
+    e1 = bench.e2e(1, bracket=True)
+    m1 = bench.reference(1)
     a, r = e2e_rates(e1), later(m1["windows"], flag="-")
     out.append(figure(
         "2a", "train.py e2e, 1 process (epochs 2+ of metrics.jsonl)", median(a), "img/s", median(r),
-        "model alone, synthetic batch", 0.90, samples=a, reference_samples=r,
+        "model alone, synthetic" + bracket_label(m1), 0.90, samples=a, reference_samples=r,
         note=f"resnet18 128px batch 64 {prec(m1['precision'])}, OMP_NUM_THREADS={bench.env(1)['OMP_NUM_THREADS']} both sides; "
              f"{len(a)} epochs of {_epoch_images(e1)} images; W&B {'offline' if bench.wandb else 'OFF (not installed)'}; "
              f"validation only after the last epoch; run wall {e1['wall_seconds']:.0f}s ({_breakdown(e1)})",
@@ -468,11 +515,12 @@ def row_train(bench: Bench) -> list[dict]:
     if bench.device == "cuda" and bench.machine["gpus"] < 2:
         out.append(figure("2b", "train.py e2e, 2 processes", math.nan, "img/s", note="n/a: one GPU"))
     else:
-        e2, m2 = bench.e2e(2), bench.model_train(2)
+        e2 = bench.e2e(2, bracket=True)
+        m2 = bench.reference(2)
         a, r = e2e_rates(e2), later(m2["windows"], flag="-")
         out.append(figure(
             "2b", "train.py e2e, 2 processes (accelerate --multi_gpu, torchrun+gloo)", median(a), "img/s", median(r),
-            "model alone, 2-process gloo DDP", 0.90, samples=a, reference_samples=r,
+            "model alone, 2-proc gloo DDP" + bracket_label(m2), 0.90, samples=a, reference_samples=r,
             note=f"global rate; batch 64 per process; OMP_NUM_THREADS={bench.env(2)['OMP_NUM_THREADS']} per process "
                  f"both sides; reference launched by the same `accelerate launch --multi_gpu`",
         ))
@@ -480,11 +528,16 @@ def row_train(bench: Bench) -> list[dict]:
         one = bench.model_train(1, threads=1)
         a, r = later(one["windows"], flag="-"), later(m1["windows"], flag="-")
         out.append(figure(
-            "2c", "model alone at OMP_NUM_THREADS=1 (what `accelerate launch --num_processes 1`, i.e. `make train`, sets)",
+            "2c", "model alone at 1 thread (as `make train`'s accelerate launch sets)",
             median(a), "img/s", median(r), f"model alone at {bench.env(1)['OMP_NUM_THREADS']} threads",
-            samples=a, reference_samples=r, note="informational: the thread count make train runs with today",
+            samples=a, reference_samples=r,
+            note="informational: `accelerate launch --num_processes 1` without --cpu sets OMP_NUM_THREADS=1 (make train, make predict)",
         ))
     return out
+
+
+def bracket_label(reference: dict) -> str:
+    return ", before+after" if reference.get("bracketed") else ""
 
 
 def _breakdown(run: dict) -> str:
@@ -515,12 +568,13 @@ def row_seed(bench: Bench) -> list[dict]:
 def row_predict(bench: Bench) -> list[dict]:
     pred = bench.predict()
     timed = [x for x in pred["runs"] if not x["warmup"]]
-    ref = bench.model_eval(timed[0]["images"], pred["batch_size"])
-    a, r = [x["images_per_s"] for x in timed], later(ref["passes"])
+    halves = [bench.model_eval(timed[0]["images"], pred["batch_size"], part) for part in (0, 1)]
+    ref = halves[0]
+    a, r = [x["images_per_s"] for x in timed], later(halves[0]["passes"]) + later(halves[1]["passes"])
     load = median([x["load_seconds"] for x in timed])
     return [figure(
         "4", f"predict e2e, {timed[0]['images']} test images (predict_images, cache warm)", median(a), "img/s",
-        median(r), "model alone, eval + no_grad", 0.90, samples=a, reference_samples=r,
+        median(r), "model alone, eval+no_grad, before+after", 0.90, samples=a, reference_samples=r,
         note=f"batch {pred['batch_size']}, {prec(ref['precision'])}; includes checkpoint loading ({load:.2f}s of "
              f"{median([x['seconds'] for x in timed]):.2f}s); whole predict() call {median([x['call_seconds'] for x in timed]):.1f}s",
     )]
@@ -528,7 +582,9 @@ def row_predict(bench: Bench) -> list[dict]:
 
 def row_flops(bench: Bench) -> list[dict]:
     mach = bench.machine_rates()
-    m1run = bench.model_train(1)
+    if "e2e-1" in bench.memo or {"train", "seed", "first", "predict"} & set(bench.rows):
+        bench.e2e(1, bracket=True)
+    m1run = bench.reference(1)
     kind = "bf16" if m1run["precision"] in ("bf16", "fp16") and "bf16" in mach["matmul"] else "fp32"
     out = [figure(f"5a{'' if name == 'fp32' else chr(39)}", f"{name} torch.mm {mm['n']}² ({mach['torch_threads']} threads)",
                   mm["gflops"], "GFLOP/s", samples=mm["gflops_runs"]) for name, mm in mach["matmul"].items()]
@@ -541,7 +597,7 @@ def row_flops(bench: Bench) -> list[dict]:
         peak, f"{kind} matmul rate",
         note=f"FlopCounterMode over one forward+backward (optimizer not counted); {prec(m1run['precision'])}",
     ))
-    if "e2e-1" in bench.memo or {"train", "seed", "first", "predict"} & set(bench.rows):
+    if "e2e-1" in bench.memo:
         e = median(e2e_rates(bench.e2e(1)))
         out.append(figure("5c", f"train.py e2e: {per_image / 1e9:.2f} GFLOP/image × {e:.1f} img/s", per_image * e / 1e9,
                           "GFLOP/s", peak, f"{kind} matmul rate"))
@@ -567,7 +623,7 @@ def row_first(bench: Bench) -> list[dict]:
         note += (f"; epochs cut to {limit} batches: the cache build and the first epoch's one-off start-up are fixed "
                  f"costs, so this ratio bounds a whole epoch's from above ({e1['fold_train_images']:,} images ≈ "
                  f"{full:.0f}s: ≈{(full + extra) / full:.2f}× extrapolated)")
-    m1 = bench.memo.get("model-train-1-None-{}")
+    m1 = bench.memo.get("model-train-1-None-0-{}")
     if m1 and m1.get("warmup_seconds") and m1["windows"]:
         step = median([w["seconds"] / bench.budget.model_steps for w in m1["windows"]])
         note += (f"; for scale, the model alone's first step took {m1['warmup_seconds'][0]:.1f}s vs {step:.1f}s later "
@@ -618,7 +674,7 @@ def render(result: dict) -> str:
         f"{result['threads'][1]}, 2 processes: {result['threads'][2]}); data: {result['data_root']}",
         "",
     ]
-    head = f"{'#':<4} {'measurement':<74} {'value':>10}  {'reference':<40} {'value':>10} {'ratio':>7} {'target':>7}  result"
+    head = f"{'#':<4} {'measurement':<74} {'value':>10}  {'reference':<42} {'value':>10} {'ratio':>7} {'target':>7}  result"
     lines += [head, "-" * len(head)]
     for f in result["figures"]:
         unit = f["unit"]
@@ -627,7 +683,7 @@ def render(result: dict) -> str:
         r = "—" if f["ratio"] is None or math.isnan(f["ratio"]) else f"{f['ratio']:.2f}×"
         what = f["what"] if len(f["what"]) <= 74 else f["what"][:73] + "…"
         lines.append(
-            f"{f['row']:<4} {what:<74} {fmt(f['value'], unit):>10}  {f['reference_what'][:40]:<40} "
+            f"{f['row']:<4} {what:<74} {fmt(f['value'], unit):>10}  {f['reference_what'][:42]:<42} "
             f"{fmt(f['reference'], unit) if f['reference'] is not None else '':>10} {r:>7} {target:>7}  {verdict}"
             + (f"   [{unit}]" if unit != "img/s" else "")
         )
@@ -693,7 +749,8 @@ def main(argv: list[str] | None = None) -> int:
             for f in new:
                 verdict = "" if f["pass"] is None else (" PASS" if f["pass"] else " FAIL")
                 r = "" if f["ratio"] is None or math.isnan(f["ratio"]) else f" = {f['ratio']:.2f}× {f['reference_what']}"
-                print(f"  [{f['row']}] {f['what']}: {fmt(f['value'], f['unit'])} {f['unit']}{r}{verdict}", flush=True)
+                unit = "" if f["unit"] == "s" else " " + f["unit"]
+                print(f"  [{f['row']}] {f['what'].strip()}: {fmt(f['value'], f['unit'])}{unit}{r}{verdict}", flush=True)
             print(f"row {row}: {elapsed[row]:.0f}s; other processes took {foreign[row]:.0f} CPU-s meanwhile", flush=True)
     finally:
         if not args.keep and not args.work:

@@ -25,8 +25,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ itself, for s
 
 from competition.competitions import get_competition  # noqa: E402
 from competition.config import Config, load_config  # noqa: E402
+from competition.data import resolve_num_workers  # noqa: E402
 from competition.device import resolve_mixed_precision  # noqa: E402
 from competition.models import create_model  # noqa: E402
+
+SEED_STYLE_WORKERS = 2  # the seed pipeline's own setting, kept unless a measurement overrides data.num_workers
+
+
+def seed_workers(d) -> int:
+    return SEED_STYLE_WORKERS if d.num_workers is None else d.num_workers
 
 # ---------------------------------------------------------------------------------------------- helpers
 
@@ -110,13 +117,13 @@ def job_loader(spec: dict) -> dict:
     paths, targets = train_frame(cfg, data_dir, spec.get("limit"))
     d = cfg.data
     pin = device.type == "cuda"
-    result: dict[str, Any] = {"images": len(paths), "batch_size": d.batch_size, "workers": d.num_workers} | threads_info()
+    result: dict[str, Any] = {"images": len(paths), "batch_size": d.batch_size, "workers": resolve_num_workers(d.num_workers, device)} | threads_info()
     if spec["side"] == "cached":
         began = time.perf_counter()
         images = build_image_cache(data_dir, paths, cache_size(d), Path(d.cache_dir))
         result["cache_seconds"] = time.perf_counter() - began  # not part of any epoch below (warm cache)
         dataset = ImageDataset(images, targets, build_transforms(d, train=True), seed=cfg.trainer.seed)
-        loader = make_loader(dataset, d.batch_size, True, False, d.num_workers, cfg.trainer.seed, pin)
+        loader = make_loader(dataset, d.batch_size, True, False, resolve_num_workers(d.num_workers, device), cfg.trainer.seed, pin)
 
         def batches(epoch: int):
             dataset.set_epoch(epoch)
@@ -140,7 +147,8 @@ def job_loader(spec: dict) -> dict:
                 yield normalize_batch(augment(x, generator), d.mean, d.std, cfg.model.channels_last)
     else:
         files = [data_dir / p for p in paths]
-        loader = seed_style_loader(files, targets, d.image_size, d.mean, d.std, d.batch_size, d.num_workers, pin)
+        loader = seed_style_loader(files, targets, d.image_size, d.mean, d.std, d.batch_size, seed_workers(d), pin)
+        result["workers"] = seed_workers(d)
 
         def batches(epoch: int):
             for x, _ in loader:
@@ -261,7 +269,7 @@ def job_seed_train(spec: dict) -> dict:
     d = cfg.data
     loader = seed_style_loader(
         [data_dir / p for p in rows["path"]], rows["target"].tolist(), d.image_size, d.mean, d.std,
-        d.batch_size, d.num_workers, device.type == "cuda",
+        d.batch_size, seed_workers(d), device.type == "cuda",
     )
     torch.manual_seed(0)
     model = build_model(cfg, device, channels_last=False, compile=False)
@@ -288,7 +296,7 @@ def job_seed_train(spec: dict) -> dict:
         sync(device)
         seconds = time.perf_counter() - began
         epochs.append({"epoch": epoch + 1, "warmup": epoch < spec["warmup"], "seconds": seconds, "images": seen, "images_per_s": seen / seconds})
-    return {"images": len(rows), "batch_size": d.batch_size, "workers": d.num_workers, "precision": precision, "epochs": epochs} | threads_info()
+    return {"images": len(rows), "batch_size": d.batch_size, "workers": seed_workers(d), "precision": precision, "epochs": epochs} | threads_info()
 
 
 def job_predict(spec: dict) -> dict:

@@ -50,7 +50,8 @@ class DataConfig:
     std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
     batch_size: int = 64  # per process; the global batch is batch_size * processes * grad_accum_steps
     eval_batch_size: int | None = None  # None -> batch_size
-    num_workers: int = 2  # DataLoader workers per process
+    # DataLoader workers per process; None -> 0 on a CPU, one per spare core (at most 8) on CUDA (data.resolve_num_workers)
+    num_workers: int | None = None
     cache_dir: str = ".cache/images"  # decoded, resized images are cached here between runs
     in_memory: bool = False  # hold the decoded dataset in RAM (small competitions only)
 

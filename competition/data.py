@@ -47,6 +47,7 @@ PREFETCH_FACTOR = 4  # batches queued per worker: hides the jitter of the main p
 DROPOUT_HOLES = (1, 3)
 DROPOUT_HOLE_FRACTION = (0.1, 0.3)  # of the image side
 FLIP_P = 0.5
+CUDA_MAX_WORKERS = 8  # beyond this, more DataLoader workers on a GPU machine only add start-up time
 MISSING_LISTED = 5  # file names quoted in a fold-file mismatch error
 DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
@@ -358,6 +359,21 @@ def _seed_worker(worker_id: int) -> None:
     seed = torch.initial_seed() % 2**32
     random.seed(seed)
     np.random.seed(seed)
+
+
+def resolve_num_workers(num_workers: int | None, device: torch.device, processes: int = 1) -> int:
+    """`data.num_workers`, with None resolved by what `make bench` measured (row 1).
+
+    On a CPU the model and the workers share the same few cores, and a cached uint8 batch costs less to
+    augment in the main process than to ship from a worker: 0. On CUDA the cores are otherwise idle:
+    one worker per core left to each process, at most CUDA_MAX_WORKERS.
+    """
+    if num_workers is not None:
+        return num_workers
+    if device.type != "cuda":
+        return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(CUDA_MAX_WORKERS, cores // max(1, processes) - 1))
 
 
 def make_loader(

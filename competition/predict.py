@@ -29,7 +29,14 @@ from competition.checkpoint import file_sha256, load_checkpoint, read_checkpoint
 from competition.competitions import Competition, get_competition
 from competition.competitions.base import list_images
 from competition.config import load_config
-from competition.data import ImageDataset, build_image_cache, load_fold_frame, make_loader, normalize_batch
+from competition.data import (
+    ImageDataset,
+    build_image_cache,
+    load_fold_frame,
+    make_loader,
+    normalize_batch,
+    resolve_num_workers,
+)
 from competition.device import resolve_mixed_precision
 from competition.errors import CompetitionError
 from competition.metrics import classification_metrics
@@ -99,8 +106,9 @@ def predict_images(
     """Class probabilities (N, C) for uint8 images (N, H, W, 3), in their order, once each."""
     model, meta = load_checkpoint(member.path)
     model = model.to(accelerator.device)
+    workers = resolve_num_workers(None, accelerator.device, accelerator.num_processes)
     loader = accelerator.prepare_data_loader(
-        make_loader(ImageDataset(images, None, None), batch_size, False, False, 0, 0, accelerator.device.type == "cuda")
+        make_loader(ImageDataset(images, None, None), batch_size, False, False, workers, 0, accelerator.device.type == "cuda")
     )
     probs = np.zeros((len(images), len(meta["classes"])), dtype=np.float32)
     seen = np.zeros(len(images), dtype=bool)

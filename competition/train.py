@@ -43,6 +43,7 @@ from competition.data import (
     load_fold_frame,
     make_loader,
     normalize_batch,
+    resolve_num_workers,
 )
 from competition.device import resolve_mixed_precision
 from competition.errors import CompetitionError
@@ -256,8 +257,9 @@ def train_fold(cfg: Config, fold: int | str) -> dict[str, Any] | None:
     mixup = build_mixup(cfg, len(classes))
     batch = cfg.data.batch_size
     pin = accelerator.device.type == "cuda"
+    workers = resolve_num_workers(cfg.data.num_workers, accelerator.device, accelerator.num_processes)
     val_set = ImageDataset(images, targets, build_transforms(cfg.data, train=False), rows=val_idx)
-    val_loader = make_loader(val_set, cfg.data.eval_batch_size or batch, False, False, cfg.data.num_workers, t.seed, pin)
+    val_loader = make_loader(val_set, cfg.data.eval_batch_size or batch, False, False, workers, t.seed, pin)
     if cfg.data.in_memory:  # small images: whole batches indexed from one tensor on the device, augmented there
         train_set, augment = None, batch_augment(cfg)
         train_loader = InMemoryBatches(
@@ -266,7 +268,7 @@ def train_fold(cfg: Config, fold: int | str) -> dict[str, Any] | None:
         )
     else:
         train_set, augment = ImageDataset(images, targets, build_transforms(cfg.data, train=True), rows=train_idx, seed=t.seed), None
-        train_loader = make_loader(train_set, batch, True, mixup is not None, cfg.data.num_workers, t.seed, pin)
+        train_loader = make_loader(train_set, batch, True, mixup is not None, workers, t.seed, pin)
 
     model_kwargs = dict(cfg.model.kwargs) | ({"drop_rate": cfg.model.drop_rate} if cfg.model.drop_rate else {})
     model = create_model(
@@ -304,11 +306,21 @@ def train_fold(cfg: Config, fold: int | str) -> dict[str, Any] | None:
         init_kwargs={"wandb": wandb_init_kwargs(cfg.tracking, f"{t.exp}-{fold_name(fold)}", group, "train", out)},
     )
     n_proc = accelerator.num_processes
+    device = accelerator.device.type
+    if device == "cpu":
+        threads, cores = torch.get_num_threads(), os.cpu_count() or 1
+        device = f"cpu ({threads} thread(s) per process)"
+        if threads * n_proc < cores:
+            accelerator.print(
+                f"warning: {n_proc} process(es) × {threads} thread(s) use {threads * n_proc} of {cores} cores. "
+                f"`accelerate launch` sets OMP_NUM_THREADS=1 unless given --num_cpu_threads_per_process "
+                f"{max(1, cores // n_proc)} (as `make train` does on a machine without a GPU)."
+            )
     accelerator.print(
         f"{group} {fold_name(fold)}: {len(train_idx)} train / {len(val_idx)} validation images, "
-        f"{len(classes)} classes, model {cfg.model.name}, device {accelerator.device.type}, "
+        f"{len(classes)} classes, model {cfg.model.name}, device {device}, "
         f"precision {'fp32' if precision == 'no' else precision} (asked: {t.mixed_precision}), "
-        f"{n_proc} process(es), batch {batch}×{n_proc}×{t.grad_accum_steps} accumulation, "
+        f"{n_proc} process(es), {workers} loader worker(s) each, batch {batch}×{n_proc}×{t.grad_accum_steps} accumulation, "
         f"{t.epochs} epochs of {steps_per_epoch} steps"
     )
     show_bar = accelerator.is_main_process and sys.stderr.isatty()

@@ -400,3 +400,26 @@ def test_malformed_input_size_raises(bad):
 
 def test_parse_input_size():
     assert parse_input_size(" 3X32x32 ") == (3, 32, 32)
+
+
+# Page's ResNet-9 (width 64, 10 classes), counted by hand from its layer list.
+RESNET9_PARAMS = (
+    (3 * 64 + 64 * 128 + 2 * 128 * 128 + 128 * 256 + 256 * 512 + 2 * 512 * 512) * 9  # conv weights
+    + 2 * (64 + 128 + 2 * 128 + 256 + 512 + 2 * 512)  # BN weight and bias
+    + 512 * 10 + 10  # classifier
+)
+
+
+def test_resnet9_is_pages_design():
+    model = create_model("custom/resnet9", 10)
+    assert count_params(model) == RESNET9_PARAMS == 6_573_130
+    x = torch.randn(2, 3, 32, 32)
+    assert model.forward_features(x).shape == (2, 512, 4, 4)  # three 2× max-pools from 32×32
+    assert model(x).shape == (2, 10)
+
+
+def test_resnet9_width_and_stem_stride_for_larger_photos():
+    model = create_model("custom/resnet9", 2, width=16, stem_stride=2)
+    assert model.forward_features(torch.randn(1, 3, 96, 96)).shape == (1, 128, 6, 6)
+    with pytest.raises(CompetitionError, match="stem"):  # the ResNet options do not apply to it
+        create_model("custom/resnet9", 2, stem="cifar")
