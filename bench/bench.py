@@ -528,10 +528,11 @@ def row_train(bench: Bench) -> list[dict]:
         one = bench.model_train(1, threads=1)
         a, r = later(one["windows"], flag="-"), later(m1["windows"], flag="-")
         out.append(figure(
-            "2c", "model alone at 1 thread (as `make train`'s accelerate launch sets)",
+            "2c", "model alone at 1 thread (bare `accelerate launch` without --cpu)",
             median(a), "img/s", median(r), f"model alone at {bench.env(1)['OMP_NUM_THREADS']} threads",
             samples=a, reference_samples=r,
-            note="informational: `accelerate launch --num_processes 1` without --cpu sets OMP_NUM_THREADS=1 (make train, make predict)",
+            note="informational: `accelerate launch` without --cpu sets OMP_NUM_THREADS=1; make train and make predict pass "
+                 "--num_cpu_threads_per_process (cores / NPROC) on a machine without a GPU",
         ))
     return out
 

@@ -28,7 +28,7 @@ from competition.atomic import write_csv
 from competition.checkpoint import file_sha256, load_checkpoint, read_checkpoint_meta
 from competition.competitions import Competition, get_competition
 from competition.competitions.base import list_images
-from competition.config import load_config
+from competition.config import Config, load_config
 from competition.data import (
     ImageDataset,
     build_image_cache,
@@ -61,6 +61,17 @@ class Member:
         return None if self.fold == "fold_all" else int(self.fold[4:])
 
 
+def planned_folds(cfg: Config) -> set[int]:
+    """The folds a run's config asks for: one fold, the listed folds, none (fold=all) or every fold in its CSV."""
+    t = cfg.trainer
+    if t.fold is not None:
+        return set() if t.fold == "all" else {int(t.fold)}
+    if t.folds:
+        return set(t.folds)
+    folds_csv = Path(cfg.data.folds_csv)
+    return {int(f) for f in pd.read_csv(folds_csv, usecols=["fold"])["fold"].unique()} if folds_csv.is_file() else set()
+
+
 def find_members(
     competition: Competition, exps: list[str], output_dir: Path, allow_missing: bool = False
 ) -> dict[str, list[Member]]:
@@ -76,11 +87,7 @@ def find_members(
                 f"Trained experiments: {', '.join(known) or 'none yet (make train …)'}."
             )
         cfg = load_config(run / "config.yaml")
-        folds_csv = Path(cfg.data.folds_csv)
-        expected = (
-            sorted(int(f) for f in pd.read_csv(folds_csv, usecols=["fold"])["fold"].unique())
-            if folds_csv.is_file() else sorted(int(p.name[4:]) for p in run.glob("fold[0-9]*"))
-        )
+        expected = sorted(planned_folds(cfg) | {int(p.name[4:]) for p in run.glob("fold[0-9]*")})
         names = [f"fold{k}" for k in expected] + (["fold_all"] if (run / "fold_all").is_dir() else [])
         missing = [n for n in names if not (run / n / "best.safetensors").is_file()]
         if missing and not allow_missing:

@@ -331,3 +331,13 @@ def test_format_config():
         "tracking",
     ]
     assert "epochs=3" in text and "stem" in text and "name=custom/resnet18" in text
+
+
+@pytest.mark.parametrize("path", sorted(Path(__file__).parents[1].glob("configs/*/*.yaml")), ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_shipped_configs_load_and_build_their_model(path: Path):
+    from competition.models import create_model
+
+    cfg = load_config(path)
+    assert cfg.data.competition == path.parent.name  # configs/<competition>/<exp>.yaml
+    model = create_model(cfg.model.name, {"cifar-10": 10, "dogs-vs-cats": 2}[cfg.data.competition], **cfg.model.kwargs)
+    assert sum(p.numel() for p in model.parameters()) > 0

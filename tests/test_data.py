@@ -28,6 +28,7 @@ from competition.data import (
     load_fold_frame,
     make_loader,
     normalize_batch,
+    resolve_num_workers,
     seed_transform,
 )
 from competition.errors import CompetitionError
@@ -445,3 +446,11 @@ def test_in_memory_batches_two_ranks() -> None:
     assert len(train[0]) == len(train[1]) == 51 and set(train[0]) | set(train[1]) == set(range(n))
     evaluation = shards(shuffle=False, drop_last=False)
     assert sorted(evaluation[0] + evaluation[1]) == list(range(n))
+
+
+def test_num_workers_auto_is_zero_on_cpu_and_bounded_on_cuda() -> None:
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert resolve_num_workers(None, cpu) == 0  # the cache makes in-process loading cheaper than a worker's IPC
+    assert resolve_num_workers(3, cpu) == 3 and resolve_num_workers(0, cuda) == 0  # an explicit value is kept
+    one, eight = resolve_num_workers(None, cuda, processes=1), resolve_num_workers(None, cuda, processes=8)
+    assert 1 <= eight <= one <= 8  # the cores are shared among the processes on one machine

@@ -196,6 +196,23 @@ def test_missing_fold_checkpoint(trained: Path, capsys: pytest.CaptureFixture, t
     assert json.loads((trained / "subs" / "dogs-vs-cats" / "partial.json").read_text())["folds"] == {"small": ["fold0"]}
 
 
+def test_holdout_run_predicts_with_the_folds_it_planned(trained: Path, tmp_path: Path) -> None:
+    """A run trained with trainer.folds=[0] (a holdout recipe) is complete with fold 0 alone."""
+    from competition.config import load_config, save_config
+
+    runs = tmp_path / "runs"
+    shutil.copytree(trained / "runs", runs)
+    run = runs / "dogs-vs-cats" / "small"
+    shutil.rmtree(run / "fold1")
+    cfg = load_config(run / "config.yaml")
+    cfg.trainer.folds = [0]
+    save_config(cfg, run / "config.yaml")
+    args = predict_args(trained, "--exps", "small", "--name", "holdout")
+    args[args.index("--runs") + 1] = str(runs)
+    assert cli(args) == 0
+    assert json.loads((trained / "subs" / "dogs-vs-cats" / "holdout.json").read_text())["folds"] == {"small": ["fold0"]}
+
+
 def test_checkpoints_with_different_classes(trained: Path, capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
     from safetensors.torch import load_file, save_file
 

@@ -77,7 +77,8 @@ def test_one_process_run_writes_every_output(workspace: Path, tmp_path: Path, ca
     assert train_main(run_args(workspace, tmp_path)) == 0
     run = tmp_path / "dogs-vs-cats" / "exp"
     printed = capsys.readouterr().out
-    assert "device cpu, precision fp32" in printed and "1 process(es)" in printed
+    threads = torch.get_num_threads()
+    assert f"device cpu ({threads} thread(s) per process), precision fp32" in printed and "1 process(es)" in printed
     assert f"CV over {K} fold(s) of exp" in printed
     frame = pd.read_csv(workspace / "folds.csv")
     for k in range(K):
