@@ -82,15 +82,19 @@ demo: install
 
 # Leaderboard recipes (configs/<competition>/leaderboard.yaml): raw data → folds → train → validated submission,
 # each in under an hour on 2 CPU cores. DATA defaults to ../shared/data/<competition>; ARGS adds overrides.
+# The dogs-vs-cats recipe needs CIFAR-10 too (CIFAR_DATA).
 # A killed run continues where it stopped when the target is run again (trainer.resume=true).
 LB_DATA = $(if $(filter command line environment,$(origin DATA)),$(DATA),../shared/data/$(1))
 LB_FOLDS_cifar-10 := 0
 LB_FOLDS_dogs-vs-cats :=
+# The dogs-vs-cats recipe also trains on CIFAR-10's cat and dog images (external data), found here:
+CIFAR_DATA ?= ../shared/data/cifar-10
+LB_ARGS_dogs-vs-cats = data.extra_train.data_dir=$(CIFAR_DATA)
 
 leaderboard-cifar-10 leaderboard-dogs-vs-cats: leaderboard-%: install
 	@echo "== $* leaderboard recipe: data $(call LB_DATA,$*), started $$(date '+%F %T')"
 	$(MAKE) --no-print-directory folds COMPETITION=$* DATA=$(call LB_DATA,$*)
-	$(MAKE) --no-print-directory train COMPETITION=$* DATA=$(call LB_DATA,$*) EXP=leaderboard FOLDS="$(LB_FOLDS_$*)" ARGS="trainer.resume=true $(ARGS)"
+	$(MAKE) --no-print-directory train COMPETITION=$* DATA=$(call LB_DATA,$*) EXP=leaderboard FOLDS="$(LB_FOLDS_$*)" ARGS="trainer.resume=true $(LB_ARGS_$*) $(ARGS)"
 	$(MAKE) --no-print-directory predict COMPETITION=$* DATA=$(call LB_DATA,$*) EXPS=leaderboard TTA=hflip
 	@echo "== $* leaderboard recipe finished $$(date '+%F %T'): submissions/$*/leaderboard-tta.csv"
 

@@ -54,6 +54,10 @@ class DataConfig:
     num_workers: int | None = None
     cache_dir: str = ".cache/images"  # decoded, resized images are cached here between runs
     in_memory: bool = False  # hold the decoded dataset in RAM (small competitions only)
+    # Extra labelled training images from another competition's data (external data, as Kaggle rules allow it):
+    # {competition: cifar-10, data_dir: DIR, classes: {their class: our class, …}}. They join the training set of
+    # every fold and never a validation set, so CV still scores only this competition's images.
+    extra_train: dict = field(default_factory=dict)
 
 
 @dataclass

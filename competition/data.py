@@ -314,6 +314,37 @@ def _mismatch(competition: Competition, data_dir: Path, folds_csv: Path, what: s
     )
 
 
+EXTRA_TRAIN_KEYS = ("competition", "data_dir", "classes")
+
+
+def load_extra_train(extra: dict, classes: list[str]) -> tuple[Path, list[str], np.ndarray] | None:
+    """`data.extra_train` resolved: (data directory, image paths in it, targets in this competition's classes)."""
+    if not extra:
+        return None
+    from competition.competitions import get_competition
+
+    where = "data.extra_train"
+    if set(extra) != set(EXTRA_TRAIN_KEYS):
+        raise CompetitionError(f"{where} needs exactly the keys {', '.join(EXTRA_TRAIN_KEYS)}; got {', '.join(extra) or 'none'}.")
+    mapping = extra["classes"]
+    if not isinstance(mapping, dict) or not mapping:
+        raise CompetitionError(f"{where}.classes must map their class names to ours, e.g. {{cat: cat, dog: dog}}.")
+    unknown = sorted(set(map(str, mapping.values())) - set(classes))
+    if unknown:
+        raise CompetitionError(f"{where}.classes maps to {', '.join(unknown)}, not among this competition's classes {classes}.")
+    other = get_competition(str(extra["competition"]))
+    data_dir = Path(str(extra["data_dir"]))
+    frame = other.read_train(data_dir)
+    theirs = sorted(set(frame["label"]))
+    absent = sorted(set(map(str, mapping)) - set(theirs))
+    if absent:
+        raise CompetitionError(f"{where}.classes names {', '.join(absent)}, not classes of {other.name} (they are {theirs}).")
+    frame = frame[frame["label"].astype(str).isin(set(map(str, mapping)))]
+    index = {c: i for i, c in enumerate(classes)}
+    targets = np.array([index[str(mapping[label])] for label in frame["label"].astype(str)], dtype=np.int64)
+    return data_dir, frame["path"].tolist(), targets
+
+
 def load_fold_frame(
     competition: Competition, data_dir: Path, folds_csv: Path
 ) -> tuple[pd.DataFrame, list[str]]:

@@ -40,6 +40,7 @@ from competition.data import (
     build_transforms,
     cache_size,
     images_to_tensor,
+    load_extra_train,
     load_fold_frame,
     make_loader,
     normalize_batch,
@@ -251,9 +252,16 @@ def train_fold(cfg: Config, fold: int | str) -> dict[str, Any] | None:
     frame, classes = load_fold_frame(competition, data_dir, Path(cfg.data.folds_csv))
     is_val = np.zeros(len(frame), bool) if fold == ALL else (frame["fold"] == fold).to_numpy()
     train_idx, val_idx = np.nonzero(~is_val)[0], np.nonzero(is_val)[0]
+    extra = load_extra_train(cfg.data.extra_train, classes)
     with accelerator.main_process_first():  # one process decodes; the others map the finished cache
         images = build_image_cache(data_dir, frame["path"].tolist(), cache_size(cfg.data), Path(cfg.data.cache_dir))
+        extra_images = build_image_cache(extra[0], extra[1], cache_size(cfg.data), Path(cfg.data.cache_dir)) if extra else None
     targets = frame["target"].to_numpy()
+    if extra is not None:  # appended after this competition's rows, to the training indices only
+        n = len(images)
+        images, targets = np.concatenate([images, extra_images]), np.concatenate([targets, extra[2]])
+        train_idx = np.concatenate([train_idx, np.arange(n, len(images))])
+        accelerator.print(f"+ {len(extra[2])} extra training images from {cfg.data.extra_train['competition']} ({extra[0]})")
     mixup = build_mixup(cfg, len(classes))
     batch = cfg.data.batch_size
     pin = accelerator.device.type == "cuda"

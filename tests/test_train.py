@@ -281,3 +281,22 @@ def test_in_memory_training_is_reproducible(workspace: Path, tmp_path: Path) -> 
 def test_in_memory_refuses_per_image_augmentations(workspace: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert train_main(run_args(workspace, tmp_path, "data.in_memory=true", "data.resize=random_resized_crop")) == 2
     assert "in_memory=true augments whole batches" in capsys.readouterr().err
+
+
+def test_extra_train_images_join_training_only(workspace: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """data.extra_train: another competition's cat and dog images train every fold; validation stays ours."""
+    cifar = tmp_path / "cifar"
+    get_competition("cifar-10").write_sample(cifar, n_train=40, n_test=2, seed=3)
+    n_extra = int(pd.read_csv(cifar / "trainLabels.csv")["label"].isin(["cat", "dog"]).sum())
+    extra = f"data.extra_train={{competition: cifar-10, data_dir: {cifar}, classes: {{cat: cat, dog: dog}}}}"
+    assert train_main(run_args(workspace, tmp_path, "--fold", "0", "trainer.epochs=1", extra)) == 0
+    printed = capsys.readouterr().out
+    folds = pd.read_csv(workspace / "folds.csv")
+    assert f"+ {n_extra} extra training images from cifar-10" in printed
+    assert f"{(folds['fold'] != 0).sum() + n_extra} train / {(folds['fold'] == 0).sum()} validation images" in printed
+    oof = pd.read_csv(tmp_path / "dogs-vs-cats" / "exp" / "fold0" / "oof.csv")
+    assert sorted(oof["id"].astype(str)) == sorted(folds.loc[folds["fold"] == 0, "id"].astype(str))
+
+    bad = f"data.extra_train={{competition: cifar-10, data_dir: {cifar}, classes: {{horse: dog, cat: lion}}}}"
+    assert train_main(run_args(workspace, tmp_path / "bad", "--fold", "0", bad)) == 2
+    assert "maps to lion, not among this competition's classes" in capsys.readouterr().err
