@@ -74,6 +74,7 @@ class Budget:
     seed_warmup: int  # seed-style loop: one short warm-up epoch, then epochs as long as train.py's
     seed_warmup_limit: int | None
     seed_repeats: int
+    seed_limit: int | None  # batches per timed seed-style epoch (its rate is per image)
     predict_warmup: int
     predict_repeats: int
     matmul_n: int
@@ -86,19 +87,19 @@ class Budget:
 # The whole run takes ~9 minutes here (the machine's own speed drifts by 10-20% over minutes).
 FULL = Budget(
     dogs_train=None, dogs_test=None, cifar_images=10_000, loader_warmup=1, loader_repeats=3,
-    train_epochs=3, train_limit=None, train2_epochs=4, train2_limit=3,
+    train_epochs=3, train_limit=None, train2_epochs=3, train2_limit=3,
     model_warmup=1, model_steps=3, model2_steps=1, model_repeats=4, threads_steps=1,
-    seed_warmup=1, seed_warmup_limit=2, seed_repeats=3, predict_warmup=1, predict_repeats=4,
+    seed_warmup=1, seed_warmup_limit=2, seed_repeats=3, seed_limit=6, predict_warmup=1, predict_repeats=3,
     matmul_n=2048, matmul_repeats=10,
 )
 CUDA = dataclasses.replace(  # a GPU runs whole epochs in seconds
-    FULL, train_limit=None, train2_limit=None, model_warmup=5, model_steps=20, model2_steps=20, matmul_n=8192,
+    FULL, train_limit=None, train2_limit=None, seed_limit=None, model_warmup=5, model_steps=20, model2_steps=20, matmul_n=8192,
 )
 QUICK = Budget(
     dogs_train=160, dogs_test=32, cifar_images=1_000, loader_warmup=1, loader_repeats=3,
     train_epochs=3, train_limit=2, train2_epochs=3, train2_limit=1,
     model_warmup=1, model_steps=2, model2_steps=1, model_repeats=3, threads_steps=1,
-    seed_warmup=1, seed_warmup_limit=1, seed_repeats=3, predict_warmup=1, predict_repeats=3,
+    seed_warmup=1, seed_warmup_limit=1, seed_repeats=3, seed_limit=2, predict_warmup=1, predict_repeats=3,
     matmul_n=1024, matmul_repeats=5,
 )
 
@@ -386,7 +387,7 @@ class Bench:
         spec = {
             "config": DOGS_CONFIG, "overrides": self.dogs_overrides("cache-train"), "fold": FOLD,
             "warmup": b.seed_warmup, "warmup_limit": b.seed_warmup_limit, "repeats": b.seed_repeats,
-            "limit": b.train_limit,  # the same epochs as the train.py run it is compared with
+            "limit": b.seed_limit,
         }
         return self.once("seed-train", lambda: self.job("seed-train", spec))
 

@@ -130,14 +130,15 @@ def job_loader(spec: dict) -> dict:
             for x, _, _ in loader:
                 yield normalize_batch(x.to(device, non_blocking=pin), d.mean, d.std, cfg.model.channels_last)
     elif spec["side"] == "in-memory":  # data.in_memory=true: whole batches of one uint8 tensor, BatchAugment
-        from competition.data import BatchAugment, InMemoryBatches, images_to_tensor
+        from competition.data import InMemoryBatches, images_to_tensor
+        from competition.train import batch_augment
 
         began = time.perf_counter()
         images = build_image_cache(data_dir, paths, cache_size(d), Path(d.cache_dir))
         result["cache_seconds"] = time.perf_counter() - began
         result["workers"] = 0
         tensor = images_to_tensor(images, device)
-        augment = BatchAugment(d.pad if d.resize == "pad_crop" else 0, d.hflip, d.image_size)
+        augment = batch_augment(cfg)
         loader = InMemoryBatches(tensor, targets, d.batch_size, True, False, cfg.trainer.seed)
 
         def batches(epoch: int):

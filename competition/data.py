@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import math
 import mmap
 import os
 import random
@@ -47,6 +48,7 @@ PREFETCH_FACTOR = 4  # batches queued per worker: hides the jitter of the main p
 DROPOUT_HOLES = (1, 3)
 DROPOUT_HOLE_FRACTION = (0.1, 0.3)  # of the image side
 FLIP_P = 0.5
+RRC_RATIO = (3 / 4, 4 / 3)  # aspect-ratio range of random resized crops (torchvision's and albumentations' default)
 CUDA_MAX_WORKERS = 8  # beyond this, more DataLoader workers on a GPU machine only add start-up time
 MISSING_LISTED = 5  # file names quoted in a fold-file mismatch error
 DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
@@ -436,20 +438,24 @@ def make_loader(
 
 
 class BatchAugment(torch.nn.Module):
-    """Zero-pad random crop and horizontal flip of a whole batch on its own device, in one gather."""
+    """Crop and flip a whole uint8 batch on its own device: zero-pad random crops (`pad`), or random
+    resized crops (`scale_min`: area fraction in [scale_min, 1], aspect ratio in RRC_RATIO, bilinear),
+    then horizontal flips. Randomness comes from `generator` only."""
 
-    def __init__(self, pad: int, hflip: bool, size: int) -> None:
+    def __init__(self, pad: int, hflip: bool, size: int, scale_min: float | None = None) -> None:
         super().__init__()
-        self.pad, self.hflip, self.size = pad, hflip, size
+        self.pad, self.hflip, self.size, self.scale_min = pad, hflip, size, scale_min
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        # Draw on the generator's device (a CPU generator cannot fill a CUDA tensor), then move.
+        rng_device = generator.device if generator is not None else x.device
+        if self.scale_min is not None:
+            return self._resized_crop_flip(x, generator, rng_device)
         n, _, h, w = x.shape
         p, s = self.pad, self.size
         if h + 2 * p < s or w + 2 * p < s:
             raise ValueError(f"cannot crop {s}×{s} from {h}×{w} images padded by {p}")
         padded = F.pad(x, (p, p, p, p)) if p else x
-        rng_device = generator.device if generator is not None else x.device
-        # Draw on the generator's device (a CPU generator cannot fill a CUDA tensor), then move.
         oy = torch.randint(0, h + 2 * p - s + 1, (n, 1), generator=generator, device=rng_device).to(x.device)
         ox = torch.randint(0, w + 2 * p - s + 1, (n, 1), generator=generator, device=rng_device).to(x.device)
         steps = torch.arange(s, device=x.device)
@@ -460,6 +466,26 @@ class BatchAugment(torch.nn.Module):
         batch = torch.arange(n, device=x.device)[:, None, None, None]
         channel = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
         return padded[batch, channel, rows[:, None, :, None], cols[:, None, None, :]]
+
+    def _resized_crop_flip(self, x: torch.Tensor, generator: torch.Generator | None, rng_device) -> torch.Tensor:
+        n, c, h, w = x.shape
+        draw = lambda: torch.rand(n, generator=generator, device=rng_device).tolist()  # noqa: E731
+        lo, hi = math.log(RRC_RATIO[0]), math.log(RRC_RATIO[1])
+        areas, ratios, fx, fy = draw(), draw(), draw(), draw()
+        flips = draw() if self.hflip else [1.0] * n
+        # uint8 channels-last bilinear resizing has a vectorised kernel: one small call per image beats
+        # batched float sampling (roi_align, grid_sample) several times over on a CPU.
+        src = x.contiguous(memory_format=torch.channels_last)
+        out = torch.empty((n, c, self.size, self.size), dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
+        for i in range(n):
+            area = (self.scale_min + (1 - self.scale_min) * areas[i]) * h * w
+            ratio = math.exp(lo + (hi - lo) * ratios[i])
+            # torchvision retries a draw that does not fit; clamping to the image keeps one draw per image.
+            cw, ch = min(w, max(1, round(math.sqrt(area * ratio)))), min(h, max(1, round(math.sqrt(area / ratio))))
+            x0, y0 = int(fx[i] * (w - cw + 1)), int(fy[i] * (h - ch + 1))
+            crop = F.interpolate(src[i : i + 1, :, y0 : y0 + ch, x0 : x0 + cw], size=(self.size, self.size), mode="bilinear", align_corners=False)
+            out[i : i + 1] = crop.flip(3) if flips[i] < FLIP_P else crop
+        return out.contiguous()
 
 
 class InMemoryBatches:

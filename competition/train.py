@@ -122,14 +122,15 @@ def build_mixup(cfg: Config, n_classes: int) -> Mixup | None:
 
 
 def batch_augment(cfg: Config) -> BatchAugment:
-    """The in-memory path's augmentation: pad-and-crop and flip of whole batches."""
+    """The in-memory path's augmentation: crops (padded or random-resized) and flips of whole batches."""
     d = cfg.data
-    if d.resize == "random_resized_crop" or d.coarse_dropout > 0:
+    if d.coarse_dropout > 0:
         raise CompetitionError(
-            "data.in_memory=true augments whole batches with pad-and-crop and flips only; "
-            "use data.resize=pad_crop (or resize) and data.coarse_dropout=0, or data.in_memory=false."
+            "data.in_memory=true augments whole batches with crops and flips only; "
+            "use data.coarse_dropout=0, or data.in_memory=false."
         )
-    return BatchAugment(d.pad if d.resize == "pad_crop" else 0, d.hflip, d.image_size)
+    rrc = d.resize == "random_resized_crop"
+    return BatchAugment(d.pad if d.resize == "pad_crop" else 0, d.hflip, d.image_size, d.scale_min if rrc else None)
 
 
 def save_state_atomically(accelerator: Accelerator, state_dir: Path) -> None:

@@ -454,3 +454,22 @@ def test_num_workers_auto_is_zero_on_cpu_and_bounded_on_cuda() -> None:
     assert resolve_num_workers(3, cpu) == 3 and resolve_num_workers(0, cuda) == 0  # an explicit value is kept
     one, eight = resolve_num_workers(None, cuda, processes=1), resolve_num_workers(None, cuda, processes=8)
     assert 1 <= eight <= one <= 8  # the cores are shared among the processes on one machine
+
+
+def test_batch_random_resized_crop_is_seeded_and_keeps_content() -> None:
+    n, side, size = 16, 40, 24
+    flat = torch.arange(n, dtype=torch.uint8)[:, None, None, None].expand(n, 3, side, side) * 10
+    augment = BatchAugment(pad=0, hflip=True, size=size, scale_min=0.35)
+    out = augment(flat.contiguous(), torch.Generator().manual_seed(0))
+    assert out.shape == (n, 3, size, size) and out.dtype == torch.uint8
+    assert torch.equal(out, flat[:, :, :size, :size])  # any crop of a flat image is that flat image
+    ramp = torch.arange(side, dtype=torch.uint8).repeat(n, 3, side, 1) * 6  # brightness grows left to right
+    a, b = (augment(ramp, torch.Generator().manual_seed(s)) for s in (1, 1))
+    assert torch.equal(a, b)  # a function of the generator's seed
+    other = augment(ramp, torch.Generator().manual_seed(2))
+    assert not torch.equal(a, other)
+    spans = (a[:, 0, 0, :].float().amax(1) - a[:, 0, 0, :].float().amin(1)) / 6
+    assert spans.min() >= 0.5 * side * 0.35**0.5 * (3 / 4) ** 0.5 - 2  # each crop covers part of the ramp …
+    assert len(set(spans.round().tolist())) > 3  # … of a random size
+    flipped = (a[:, 0, 0, 0] > a[:, 0, 0, -1]).float().mean()
+    assert 0.1 < flipped < 0.9  # some crops flipped, some not

@@ -279,7 +279,7 @@ def test_in_memory_training_is_reproducible(workspace: Path, tmp_path: Path) -> 
 
 
 def test_in_memory_refuses_per_image_augmentations(workspace: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    assert train_main(run_args(workspace, tmp_path, "data.in_memory=true", "data.resize=random_resized_crop")) == 2
+    assert train_main(run_args(workspace, tmp_path, "data.in_memory=true", "data.coarse_dropout=0.5")) == 2
     assert "in_memory=true augments whole batches" in capsys.readouterr().err
 
 
