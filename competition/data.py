@@ -485,7 +485,7 @@ class BatchAugment(torch.nn.Module):
             x0, y0 = int(fx[i] * (w - cw + 1)), int(fy[i] * (h - ch + 1))
             crop = F.interpolate(src[i : i + 1, :, y0 : y0 + ch, x0 : x0 + cw], size=(self.size, self.size), mode="bilinear", align_corners=False)
             out[i : i + 1] = crop.flip(3) if flips[i] < FLIP_P else crop
-        return out.contiguous()
+        return out  # channels-last: normalize_batch converts to the model's layout in the same pass
 
 
 class InMemoryBatches:
