@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from competition.competitions import Competition
+from competition.device import available_cores
 from competition.errors import CompetitionError
 from competition.folds import read_folds
 from competition.images import raise_for_bad
@@ -405,8 +406,7 @@ def resolve_num_workers(num_workers: int | None, device: torch.device, processes
         return num_workers
     if device.type != "cuda":
         return 0
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(CUDA_MAX_WORKERS, cores // max(1, processes) - 1))
+    return max(1, min(CUDA_MAX_WORKERS, available_cores() // max(1, processes) - 1))
 
 
 def make_loader(

@@ -1,7 +1,9 @@
-"""Choosing the numeric precision per device: fast where the hardware supports it, exact elsewhere."""
+"""Choosing the numeric precision per device: fast where the hardware supports it, exact elsewhere.
+Also the number of CPU cores this process may use, for threads and loader workers."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -9,6 +11,11 @@ import torch
 from competition.errors import CompetitionError
 
 PRECISIONS = ("auto", "no", "fp16", "bf16")
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity, which containers narrow), not the machine's count."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def cpu_has_native_bf16() -> bool:

@@ -46,7 +46,7 @@ from competition.data import (
     normalize_batch,
     resolve_num_workers,
 )
-from competition.device import resolve_mixed_precision
+from competition.device import available_cores, resolve_mixed_precision
 from competition.errors import CompetitionError
 from competition.folds import read_folds
 from competition.metrics import classification_metrics, is_better
@@ -317,7 +317,7 @@ def train_fold(cfg: Config, fold: int | str) -> dict[str, Any] | None:
     n_proc = accelerator.num_processes
     device = accelerator.device.type
     if device == "cpu":
-        threads, cores = torch.get_num_threads(), os.cpu_count() or 1
+        threads, cores = torch.get_num_threads(), available_cores()
         device = f"cpu ({threads} thread(s) per process)"
         if threads * n_proc < cores:
             accelerator.print(
