@@ -44,6 +44,8 @@ CIFAR_CONFIG = "configs/cifar-10/resnet20.yaml"
 FOLD = 0
 # DataLoader workers tried on each side of the loader row (CPU); the faster setting is the one compared.
 LOADER_WORKERS = (0, 2)
+# At the dogs config's batch of 64 a big GPU waits on kernel launches; 256 shows what the arithmetic gains.
+PRECISION_BIG_BATCH = 256
 ROWS = ("loader", "train", "seed", "predict", "flops", "first", "precision")
 CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8")
 JOB_TIMEOUT = 900  # seconds; a hung measurement must not hang `make bench`
@@ -365,11 +367,13 @@ class Bench:
         b = self.budget
         steps = b.threads_steps if threads is not None else b.model_steps if procs == 1 else b.model2_steps
         repeats = 3 if threads is not None else b.model_repeats if part is None else -(-b.model_repeats // 2)
+        batch = variant.pop("batch_size", None)
         spec = {
-            "config": DOGS_CONFIG, "overrides": [f"data.data_dir={self.dogs_dir()}"], "warmup_steps": b.model_warmup,
+            "config": DOGS_CONFIG, "warmup_steps": b.model_warmup,
+            "overrides": [f"data.data_dir={self.dogs_dir()}"] + ([f"data.batch_size={batch}"] if batch else []),
             "steps": steps, "repeats": repeats, **variant,
         }
-        key = f"model-train-{procs}-{threads}-{part}-{json.dumps(variant, sort_keys=True)}"
+        key = f"model-train-{procs}-{threads}-{part}-{batch}-{json.dumps(variant, sort_keys=True)}"
         if threads is None:
             return self.once(key, lambda: self.job("model-train", spec, procs))
         saved = os.environ.get("OMP_NUM_THREADS")
@@ -635,16 +639,20 @@ def row_first(bench: Bench) -> list[dict]:
 
 
 def row_precision(bench: Bench) -> list[dict]:
-    base = median(later(bench.model_train(1, precision="no")["windows"], flag="-"))
-    out = [figure("7", "model alone fp32", base, "img/s")]
-    for name, variant in (
-        ("bf16 autocast", {"precision": "bf16"}),
-        ("fp16 autocast + GradScaler", {"precision": "fp16"}),
-        ("bf16 + channels_last", {"precision": "bf16", "channels_last": True}),
-        ("bf16 + channels_last + torch.compile", {"precision": "bf16", "channels_last": True, "compile": True}),
-    ):
-        rate = median(later(bench.model_train(1, **variant)["windows"], flag="-"))
-        out.append(figure("7", f"model alone {name}", rate, "img/s", base, "model alone fp32"))
+    """On CUDA: precision, channels_last and compile, at the dogs config's batch and at a GPU-sized one."""
+    out = []
+    for batch in (None, PRECISION_BIG_BATCH):
+        at = f"batch {batch}" if batch else "config batch"
+        base = median(later(bench.model_train(1, precision="no", batch_size=batch)["windows"], flag="-"))
+        out.append(figure("7", f"model alone fp32, {at}", base, "img/s"))
+        for name, variant in (
+            ("bf16 autocast", {"precision": "bf16"}),
+            ("fp16 autocast + GradScaler", {"precision": "fp16"}),
+            ("bf16 + channels_last", {"precision": "bf16", "channels_last": True}),
+            ("bf16 + channels_last + torch.compile", {"precision": "bf16", "channels_last": True, "compile": True}),
+        ):
+            rate = median(later(bench.model_train(1, batch_size=batch, **variant)["windows"], flag="-"))
+            out.append(figure("7", f"model alone {name}, {at}", rate, "img/s", base, f"model alone fp32, {at}"))
     return out
 
 
