@@ -83,13 +83,14 @@ class Budget:
     matmul_repeats: int
 
 
-# On 2 CPU cores a ResNet-18 step at batch 64, 128px takes ~2 s (one whole epoch of fold 0 ~40 s). The 1-process
-# run trains whole epochs, so that the first epoch (cold cache included) is compared with a whole later one; the
-# 2-process run and the model alone use short windows: rates are per image, and more windows cancel the noise.
-# The whole run takes ~9 minutes here (the machine's own speed drifts by 10-20% over minutes).
+# On 2 CPU cores a ResNet-18 step at batch 64, 128px takes ~2 s (one whole epoch of fold 0 ~40 s). The train.py
+# runs and the model alone use windows of a few batches: rates are per image, and more windows cancel the noise;
+# the 1-process run's epochs of 10 batches make its first epoch (the whole cold cache included) a bound from above.
+# The whole run takes ~8 minutes here, so that a fresh clone's install and the bench fit in 10 (the machine's own
+# speed drifts by 10-20% over minutes).
 FULL = Budget(
-    dogs_train=None, dogs_test=None, cifar_images=10_000, loader_warmup=1, loader_repeats=3,
-    train_epochs=3, train_limit=None, train2_epochs=3, train2_limit=3,
+    dogs_train=None, dogs_test=None, cifar_images=5_000, loader_warmup=1, loader_repeats=3,
+    train_epochs=3, train_limit=10, train2_epochs=3, train2_limit=3,
     model_warmup=1, model_steps=3, model2_steps=1, model_repeats=4, threads_steps=1,
     seed_warmup=1, seed_warmup_limit=2, seed_repeats=3, seed_limit=6, predict_warmup=1, predict_repeats=3,
     matmul_n=2048, matmul_repeats=10,
@@ -629,7 +630,7 @@ def row_first(bench: Bench) -> list[dict]:
         note += (f"; epochs cut to {limit} batches: the cache build and the first epoch's one-off start-up are fixed "
                  f"costs, so this ratio bounds a whole epoch's from above ({e1['fold_train_images']:,} images ≈ "
                  f"{full:.0f}s: ≈{(full + extra) / full:.2f}× extrapolated)")
-    m1 = bench.memo.get("model-train-1-None-0-{}")
+    m1 = bench.memo.get("model-train-1-None-0-None-{}")
     if m1 and m1.get("warmup_seconds") and m1["windows"]:
         step = median([w["seconds"] / bench.budget.model_steps for w in m1["windows"]])
         note += (f"; for scale, the model alone's first step took {m1['warmup_seconds'][0]:.1f}s vs {step:.1f}s later "

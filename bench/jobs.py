@@ -388,6 +388,9 @@ JOBS = {
 
 def main(argv: list[str]) -> int:
     name, spec_json, out = argv
+    from competition.device import reuse_freed_cpu_memory
+
+    reuse_freed_cpu_memory()  # every job, either side of a comparison: the same allocator as train.py and predict
     result = JOBS[name](json.loads(spec_json))
     if int(os.environ.get("RANK", "0")) == 0:
         Path(out).write_text(json.dumps(result, indent=1))

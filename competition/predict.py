@@ -37,7 +37,7 @@ from competition.data import (
     normalize_batch,
     resolve_num_workers,
 )
-from competition.device import resolve_mixed_precision
+from competition.device import resolve_mixed_precision, reuse_freed_cpu_memory
 from competition.errors import CompetitionError
 from competition.metrics import classification_metrics
 from competition.submission import DEFAULT_CLIP, build_submission, write_submission
@@ -194,6 +194,7 @@ def predict(
     if weights not in ("equal", "oof"):
         raise CompetitionError(f"--weights must be 'equal' or 'oof'; got {weights!r}.")
     started = time.perf_counter()
+    reuse_freed_cpu_memory()
     competition = get_competition(competition_name)
     data_dir = Path(data_dir or Path("inputs") / competition.name)
     members = find_members(competition, exps, output_dir, allow_missing)

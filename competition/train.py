@@ -46,7 +46,7 @@ from competition.data import (
     normalize_batch,
     resolve_num_workers,
 )
-from competition.device import available_cores, resolve_mixed_precision
+from competition.device import available_cores, resolve_mixed_precision, reuse_freed_cpu_memory
 from competition.errors import CompetitionError
 from competition.folds import read_folds
 from competition.metrics import classification_metrics, is_better
@@ -496,6 +496,7 @@ def aggregate_cv(out: Path) -> dict[str, Any] | None:
 
 def train(cfg: Config) -> dict[str, Any] | None:
     """Train every requested fold of the experiment, then write its cross-validation summary."""
+    reuse_freed_cpu_memory()
     available = sorted(int(f) for f in read_folds(Path(cfg.data.folds_csv))["fold"].unique())
     for fold in folds_to_train(cfg, available):
         train_fold(cfg, fold)

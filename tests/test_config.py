@@ -341,3 +341,19 @@ def test_shipped_configs_load_and_build_their_model(path: Path):
     assert cfg.data.competition == path.parent.name  # configs/<competition>/<exp>.yaml
     model = create_model(cfg.model.name, {"cifar-10": 10, "dogs-vs-cats": 2}[cfg.data.competition], **cfg.model.kwargs)
     assert sum(p.numel() for p in model.parameters()) > 0
+
+
+def test_dogs_leaderboard_starts_from_the_weights_its_pretraining_config_writes():
+    """`make leaderboard-dogs-vs-cats` trains configs/cifar-10/pretrain-resnet9.yaml first; the dogs recipe
+    must point at that run's checkpoint and build the same network, or the pretraining is wasted."""
+    from competition.train import fold_name, run_dir
+
+    root = Path(__file__).parents[1]
+    pre = load_config(root / "configs/cifar-10/pretrain-resnet9.yaml")
+    dogs = load_config(root / "configs/dogs-vs-cats/leaderboard.yaml")
+    assert pre.trainer.fold == "all"  # every CIFAR-10 image, nothing held out
+    assert Path(dogs.model.pretrained) == run_dir(pre) / fold_name(pre.trainer.fold) / "best.safetensors"
+    assert (dogs.model.name, dogs.model.kwargs) == (pre.model.name, pre.model.kwargs)
+    assert (dogs.data.mean, dogs.data.std) == (pre.data.mean, pre.data.std)  # inputs scaled as in pretraining
+    makefile = (root / "Makefile").read_text()
+    assert f"PRETRAINED := {dogs.model.pretrained}" in makefile and "EXP=pretrain-resnet9" in makefile

@@ -29,7 +29,9 @@ from competition.data import (
     make_loader,
     normalize_batch,
     resolve_num_workers,
+    images_to_tensor,
     seed_transform,
+    take_rows,
 )
 from competition.errors import CompetitionError
 from competition.folds import build_folds, write_folds
@@ -457,7 +459,7 @@ def test_num_workers_auto_is_zero_on_cpu_and_bounded_on_cuda() -> None:
 
 
 def test_batch_random_resized_crop_is_seeded_and_keeps_content() -> None:
-    n, side, size = 16, 40, 24
+    n, side, size = 64, 40, 24  # 8 groups of RRC_GROUP images, each group its own crop size
     flat = torch.arange(n, dtype=torch.uint8)[:, None, None, None].expand(n, 3, side, side) * 10
     augment = BatchAugment(pad=0, hflip=True, size=size, scale_min=0.35)
     out = augment(flat.contiguous(), torch.Generator().manual_seed(0))
@@ -473,3 +475,17 @@ def test_batch_random_resized_crop_is_seeded_and_keeps_content() -> None:
     assert len(set(spans.round().tolist())) > 3  # … of a random size
     flipped = (a[:, 0, 0, 0] > a[:, 0, 0, -1]).float().mean()
     assert 0.1 < flipped < 0.9  # some crops flipped, some not
+
+
+def test_in_memory_images_stay_channels_last_and_gather_like_indexing() -> None:
+    cache = np.random.default_rng(0).integers(0, 256, (7, 5, 6, 3), dtype=np.uint8)  # the cache's (N, H, W, 3)
+    images = images_to_tensor(cache)
+    assert images.shape == (7, 3, 5, 6) and images.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(images.permute(0, 2, 3, 1), torch.from_numpy(cache))  # same pixels, no transpose copy
+    index = torch.tensor([4, 0, 4, 6])
+    batch = take_rows(images, index)
+    assert torch.equal(batch, images[index]) and batch.is_contiguous(memory_format=torch.channels_last)
+    plain = images.contiguous()
+    assert torch.equal(take_rows(plain, index), plain[index])
+    cache[0] = 0
+    assert images[0].any()  # a copy in memory, not a view of the (memory-mapped) cache

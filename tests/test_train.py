@@ -300,3 +300,19 @@ def test_extra_train_images_join_training_only(workspace: Path, tmp_path: Path, 
     bad = f"data.extra_train={{competition: cifar-10, data_dir: {cifar}, classes: {{horse: dog, cat: lion}}}}"
     assert train_main(run_args(workspace, tmp_path / "bad", "--fold", "0", bad)) == 2
     assert "maps to lion, not among this competition's classes" in capsys.readouterr().err
+
+
+def test_reuse_freed_cpu_memory_tunes_glibc_and_is_a_no_op_elsewhere(monkeypatch) -> None:
+    import ctypes
+    import platform
+
+    from competition import device
+
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert device.reuse_freed_cpu_memory() is True  # mallopt accepted both thresholds
+
+    def no_glibc(name):
+        raise OSError(f"{name}: cannot open shared object file")
+
+    monkeypatch.setattr(ctypes, "CDLL", no_glibc)
+    assert device.reuse_freed_cpu_memory() is False
