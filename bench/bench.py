@@ -89,10 +89,10 @@ class Budget:
 # The whole run takes ~8 minutes here, so that a fresh clone's install and the bench fit in 10 (the machine's own
 # speed drifts by 10-20% over minutes).
 FULL = Budget(
-    dogs_train=None, dogs_test=None, cifar_images=5_000, loader_warmup=1, loader_repeats=3,
+    dogs_train=None, dogs_test=None, cifar_images=3_000, loader_warmup=2, loader_repeats=5,
     train_epochs=3, train_limit=10, train2_epochs=3, train2_limit=3,
     model_warmup=1, model_steps=3, model2_steps=1, model_repeats=4, threads_steps=1,
-    seed_warmup=1, seed_warmup_limit=2, seed_repeats=3, seed_limit=6, predict_warmup=1, predict_repeats=3,
+    seed_warmup=1, seed_warmup_limit=2, seed_repeats=2, seed_limit=6, predict_warmup=1, predict_repeats=2,
     matmul_n=2048, matmul_repeats=10,
 )
 CUDA = dataclasses.replace(  # a GPU runs whole epochs in seconds
