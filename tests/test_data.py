@@ -25,11 +25,11 @@ from competition.data import (
     build_image_cache,
     build_transforms,
     cache_size,
+    images_to_tensor,
     load_fold_frame,
     make_loader,
     normalize_batch,
     resolve_num_workers,
-    images_to_tensor,
     seed_transform,
     take_rows,
 )
