@@ -171,6 +171,11 @@ def cpu_seconds() -> tuple[float, float]:
 # ---------------------------------------------------------------------------------------------- the runs
 
 
+def model_train_key(procs: int, threads: int | None, part: int | None, batch: int | None, variant: dict) -> str:
+    """The memo key of one model-alone measurement (row 6 reads the 1-process run's warm-up from it)."""
+    return f"model-train-{procs}-{threads}-{part}-{batch}-{json.dumps(variant, sort_keys=True)}"
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace, budget: Budget, machine: dict[str, Any]) -> None:
         self.args, self.budget, self.machine = args, budget, machine
@@ -374,7 +379,7 @@ class Bench:
             "overrides": [f"data.data_dir={self.dogs_dir()}"] + ([f"data.batch_size={batch}"] if batch else []),
             "steps": steps, "repeats": repeats, **variant,
         }
-        key = f"model-train-{procs}-{threads}-{part}-{batch}-{json.dumps(variant, sort_keys=True)}"
+        key = model_train_key(procs, threads, part, batch, variant)
         if threads is None:
             return self.once(key, lambda: self.job("model-train", spec, procs))
         saved = os.environ.get("OMP_NUM_THREADS")
@@ -630,7 +635,7 @@ def row_first(bench: Bench) -> list[dict]:
         note += (f"; epochs cut to {limit} batches: the cache build and the first epoch's one-off start-up are fixed "
                  f"costs, so this ratio bounds a whole epoch's from above ({e1['fold_train_images']:,} images ≈ "
                  f"{full:.0f}s: ≈{(full + extra) / full:.2f}× extrapolated)")
-    m1 = bench.memo.get("model-train-1-None-0-None-{}")
+    m1 = bench.memo.get(model_train_key(1, None, 0, None, {}))
     if m1 and m1.get("warmup_seconds") and m1["windows"]:
         step = median([w["seconds"] / bench.budget.model_steps for w in m1["windows"]])
         note += (f"; for scale, the model alone's first step took {m1['warmup_seconds'][0]:.1f}s vs {step:.1f}s later "
